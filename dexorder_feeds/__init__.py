@@ -1,0 +1,1 @@
+"""dexorder-feeds."""

@@ -1,0 +1,1 @@
+"""The built-in plugins: default implementations of the hooks, registered like any plugin."""

@@ -1,0 +1,165 @@
+"""Settings: from arguments, then environment variables, then a config file, then defaults.
+
+=========================  ================================  =================================
+setting                    environment variable              default
+=========================  ================================  =================================
+iceberg_catalog_uri        DEXORDER_ICEBERG_CATALOG_URI      ``sqlite:///<cache dir>/catalog.db``
+relay_endpoint             DEXORDER_RELAY_ENDPOINT           none: the in-process historian
+notification_endpoint      DEXORDER_NOTIFICATION_ENDPOINT    none (required with a relay)
+namespace                  DEXORDER_NAMESPACE                ``trading``
+request_timeout            DEXORDER_REQUEST_TIMEOUT          30 (seconds)
+sources                    DEXORDER_SOURCES                  ``SIM=sim``; others ``ccxt:<exchange>``
+catalog_properties         DEXORDER_CATALOG__<KEY>           none (pyiceberg properties)
+(config file path)         DEXORDER_CONFIG                   ``<user config dir>/config.toml``
+(cache dir)                DEXORDER_CACHE_DIR                platformdirs' user cache dir
+=========================  ================================  =================================
+
+``DEXORDER_SOURCES`` is a comma-separated list like ``BINANCE=files:/data,SIM=sim``. The config
+file is TOML with the same keys at top level and a ``[catalog_properties]`` / ``[sources]``
+table. ``DEXORDER_CATALOG__S3__ENDPOINT=…`` sets the catalog property ``s3.endpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalog import redact, redact_uri
+from .errors import InvalidRequestError
+
+__all__ = ["Settings", "resolve_settings", "default_cache_dir"]
+
+ENV_PREFIX = "DEXORDER_"
+_SIMPLE_KEYS = ("iceberg_catalog_uri", "relay_endpoint", "notification_endpoint", "namespace", "request_timeout")
+
+
+def default_cache_dir() -> Path:
+    """Where the embedded warehouse lives: ``$DEXORDER_CACHE_DIR`` or the user cache dir."""
+    env = os.environ.get("DEXORDER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("dexorder-feeds", appauthor=False))
+
+
+def _default_config_file() -> Path:
+    env = os.environ.get("DEXORDER_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("dexorder-feeds", appauthor=False)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of a client or server. ``repr`` never shows secrets."""
+
+    iceberg_catalog_uri: str
+    relay_endpoint: str | None = None
+    notification_endpoint: str | None = None
+    namespace: str = "trading"
+    request_timeout: float = 30.0
+    catalog_properties: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True when gap fills run in-process (no relay configured)."""
+        return self.relay_endpoint is None
+
+    def key(self) -> tuple:
+        """A hashable identity of these settings (for per-process caches)."""
+        return (
+            self.iceberg_catalog_uri, self.relay_endpoint, self.notification_endpoint, self.namespace,
+            tuple(sorted(self.catalog_properties.items())), tuple(sorted(self.sources.items())),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(iceberg_catalog_uri={redact_uri(self.iceberg_catalog_uri)!r}, "
+            f"relay_endpoint={self.relay_endpoint!r}, notification_endpoint={self.notification_endpoint!r}, "
+            f"namespace={self.namespace!r}, request_timeout={self.request_timeout!r}, "
+            f"catalog_properties={redact(self.catalog_properties)!r}, sources={dict(self.sources)!r})"
+        )
+
+
+def _parse_sources(text: str) -> dict[str, str]:
+    from .server.sources import parse_source_specs
+
+    return parse_source_specs([item for item in text.split(",") if item.strip()])
+
+
+def _env_catalog_properties(environ: Mapping[str, str]) -> dict[str, str]:
+    prefix = ENV_PREFIX + "CATALOG__"
+    return {
+        key[len(prefix):].lower().replace("__", ".").replace("_", "-"): value
+        for key, value in environ.items()
+        if key.startswith(prefix)
+    }
+
+
+def resolve_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **arguments: Any,
+) -> Settings:
+    """Merge arguments (non-None win), environment, config file and defaults into :class:`Settings`."""
+    environ = os.environ if environ is None else environ
+    path = Path(config_file) if config_file is not None else _default_config_file()
+    from_file: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            from_file = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidRequestError(f"config file {path} cannot be read: {exc}") from exc
+    elif config_file is not None:
+        raise InvalidRequestError(f"config file {path} does not exist")
+
+    values: dict[str, Any] = {}
+    for key in _SIMPLE_KEYS:
+        for candidate in (arguments.get(key), environ.get(ENV_PREFIX + key.upper()), from_file.get(key)):
+            if candidate not in (None, ""):
+                values[key] = candidate
+                break
+
+    catalog_properties = {**from_file.get("catalog_properties", {}), **_env_catalog_properties(environ),
+                          **(arguments.get("catalog_properties") or {})}
+    sources = dict(from_file.get("sources", {}))
+    if environ.get(ENV_PREFIX + "SOURCES"):
+        sources.update(_parse_sources(environ[ENV_PREFIX + "SOURCES"]))
+    if arguments.get("sources"):
+        from .server.sources import parse_source_specs
+
+        sources.update(parse_source_specs(arguments["sources"]))
+
+    uri = values.get("iceberg_catalog_uri")
+    if uri is None:
+        uri = "sqlite:///" + str((default_cache_dir() / "catalog.db").resolve())
+    relay, notify = values.get("relay_endpoint"), values.get("notification_endpoint")
+    if (relay is None) != (notify is None):
+        raise InvalidRequestError(
+            "relay_endpoint and notification_endpoint go together: give both to use a relay, "
+            "or neither for the in-process historian"
+        )
+    try:
+        timeout = float(values.get("request_timeout", 30.0))
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"request_timeout={values.get('request_timeout')!r} is not a number of seconds") from None
+    if timeout <= 0:
+        raise InvalidRequestError(f"request_timeout={timeout} must be positive")
+    return Settings(
+        iceberg_catalog_uri=str(uri),
+        relay_endpoint=relay,
+        notification_endpoint=notify,
+        namespace=str(values.get("namespace", "trading")),
+        request_timeout=timeout,
+        catalog_properties={str(k): str(v) for k, v in catalog_properties.items()},
+        sources={str(k).upper(): str(v) for k, v in sources.items()},
+    )

@@ -1,0 +1,122 @@
+"""The exceptions dexorder-feeds raises.
+
+Every error derives from :class:`DexOrderError`, and each also derives from the built-in
+exception the seed API promises, so ``except TimeoutError:``, ``except ValueError:`` and
+``except ConnectionError:`` keep working::
+
+    DexOrderError
+    ├── InvalidRequestError (ValueError)       bad input from the caller
+    │   ├── InvalidTickerError                 malformed ticker, unknown exchange
+    │   ├── InvalidPeriodError                 period not a positive whole number of seconds
+    │   ├── InvalidTimeRangeError              start after end, seconds/ms instead of µs
+    │   └── UnknownSourceError                 no ingest source serves this exchange
+    ├── RequestFailedError (ValueError)        the historian answered status ERROR
+    ├── DataError (ValueError)                 candle data cannot be stored or read faithfully
+    │   ├── SourceFormatError                  a user file is malformed (names file and line)
+    │   └── PrecisionError                     values finer than the market's stored decimals
+    ├── ProtocolError (ValueError)             a frame that is not a valid wire message
+    ├── RelayUnavailableError (ConnectionError) the relay does not answer
+    ├── RequestTimeoutError (TimeoutError)     no completion notification in time
+    ├── WarehouseError (OSError)               the Iceberg catalog or its storage failed
+    ├── ClientClosedError (RuntimeError)       a closed client was used
+    └── MissingDependencyError (ImportError)   an optional extra is not installed
+
+Backend errors (zmq, pyiceberg, OS) are translated in :func:`translate_warehouse_error`; the
+messages say what happened and what to do, and never contain credentials.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DexOrderError",
+    "InvalidRequestError",
+    "InvalidTickerError",
+    "InvalidPeriodError",
+    "InvalidTimeRangeError",
+    "UnknownSourceError",
+    "RequestFailedError",
+    "DataError",
+    "SourceFormatError",
+    "PrecisionError",
+    "ProtocolError",
+    "RelayUnavailableError",
+    "RequestTimeoutError",
+    "WarehouseError",
+    "ClientClosedError",
+    "MissingDependencyError",
+]
+
+
+class DexOrderError(Exception):
+    """Base class of every error raised by dexorder-feeds."""
+
+
+class InvalidRequestError(DexOrderError, ValueError):
+    """The caller asked for something that cannot be served; the message says how to fix it."""
+
+
+class InvalidTickerError(InvalidRequestError):
+    """A ticker that is not ``EXCHANGE:BASE/QUOTE`` or names an unknown exchange."""
+
+
+class InvalidPeriodError(InvalidRequestError):
+    """A period that is not a positive whole number of seconds (or a known alias like ``1h``)."""
+
+
+class InvalidTimeRangeError(InvalidRequestError):
+    """A time range that is empty, reversed, or not in microseconds."""
+
+
+class UnknownSourceError(InvalidRequestError):
+    """No ingest source is configured for the ticker's exchange."""
+
+
+class RequestFailedError(DexOrderError, ValueError):
+    """The historian finished a request with status ``ERROR``; the message is the server's."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class DataError(DexOrderError, ValueError):
+    """Candle data that cannot be stored or read faithfully."""
+
+
+class SourceFormatError(DataError):
+    """A candle file a user brought is malformed; the message names the file and the line."""
+
+
+class PrecisionError(DataError):
+    """Values are finer than the decimals stored for their market; storing them would lose data."""
+
+
+class ProtocolError(DexOrderError, ValueError):
+    """Bytes that are not a valid dexorder wire frame (bad version, type or payload)."""
+
+
+class RelayUnavailableError(DexOrderError, ConnectionError):
+    """The relay did not answer within the timeout: check that it runs and the endpoint is right."""
+
+
+class RequestTimeoutError(DexOrderError, TimeoutError):
+    """The completion notification did not arrive within the request timeout."""
+
+
+class WarehouseError(DexOrderError, OSError):
+    """The Iceberg catalog or its storage failed (unreachable, read-only, full, refused)."""
+
+
+class ClientClosedError(DexOrderError, RuntimeError):
+    """A client was used after ``close()``/``stop()``; create a new one."""
+
+
+class MissingDependencyError(DexOrderError, ImportError):
+    """An optional dependency is missing; the message gives the ``pip install`` command."""
+
+
+def missing_dependency(package: str, extra: str) -> MissingDependencyError:
+    """Build the error for a missing optional dependency, naming the extra that installs it."""
+    return MissingDependencyError(
+        f"{package} is not installed; install it with: pip install 'dexorder-feeds[{extra}]'"
+    )

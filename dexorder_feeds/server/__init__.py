@@ -1,0 +1,1 @@
+"""The platform side: the historian, the relay server and the ingest sources."""

@@ -1,0 +1,234 @@
+"""The historian: turns a history request into stored candles and a completion notification.
+
+For a request it validates the input, rounds the range to whole periods, leaves out periods
+that have not closed, asks the exchange's ingest source, converts prices and volumes to integers
+with the market's decimals, and commits through the warehouse's single committer: the market
+(first time only), then the candles not already stored (one atomic append), then the coverage
+row (also for an empty range). Candles are committed before coverage, so a crash in between
+leaves stored candles that gap detection already counts, never coverage without candles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..errors import (
+    DataError,
+    DexOrderError,
+    InvalidPeriodError,
+    InvalidRequestError,
+    InvalidTimeRangeError,
+    PrecisionError,
+)
+from ..markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
+from ..ranges import Interval, candle_interval
+from ..tickers import Ticker, parse_ticker
+from ..timeconv import now_micros, to_micros
+from ..warehouse import Warehouse, candle_arrow_schema
+from ..wire import HistoryRequest, Notification
+from .sources import SourceRegistry
+
+__all__ = ["Historian", "ValidatedRequest", "validate_request", "DEFAULT_MAX_RANGE_CANDLES"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RANGE_CANDLES = 5_000_000
+_MAX_PERIOD_SECONDS = 366 * 86400
+
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    """A request that passed validation, with its whole-period interval (None if empty)."""
+
+    request_id: str
+    ticker: Ticker
+    period_seconds: int
+    interval: Interval | None
+
+    @property
+    def period_us(self) -> int:
+        return self.period_seconds * 1_000_000
+
+
+def validate_request(
+    request: HistoryRequest, *, now: int | None = None, max_range_candles: int = DEFAULT_MAX_RANGE_CANDLES
+) -> ValidatedRequest:
+    """Check a request before any work; raise an :class:`InvalidRequestError` saying what to fix.
+
+    The interval excludes the period that has not closed yet at ``now`` (an end in the future is
+    allowed) and is cut to ``limit`` candles when one is given.
+    """
+    ticker = parse_ticker(request.ticker)
+    period = request.period_seconds
+    if period <= 0:
+        raise InvalidPeriodError(f"period_seconds={period} must be a positive whole number of seconds")
+    if period > _MAX_PERIOD_SECONDS:
+        raise InvalidPeriodError(f"period_seconds={period} is longer than a year; is it in seconds?")
+    start = to_micros(request.start_time, name="start_time")
+    end = to_micros(request.end_time, name="end_time")
+    if start > end:
+        raise InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")
+    period_us = period * 1_000_000
+    if (end - start) // period_us + 1 > max_range_candles:
+        raise InvalidRequestError(
+            f"the range holds {(end - start) // period_us + 1} candles, more than the limit of "
+            f"{max_range_candles}; split it into smaller requests"
+        )
+    if request.HasField("limit") and request.limit <= 0:
+        raise InvalidRequestError(f"limit={request.limit} must be positive")
+    interval = candle_interval(start, end, period_us)
+    if interval is not None:
+        now = now_micros() if now is None else now
+        closed_stop = now // period_us * period_us
+        stop = min(interval[1], closed_stop)
+        if request.HasField("limit"):
+            stop = min(stop, interval[0] + request.limit * period_us)
+        interval = (interval[0], stop) if stop > interval[0] else None
+    return ValidatedRequest(request.request_id, ticker, period, interval)
+
+
+def _rescale(frame: pd.DataFrame, source_market: MarketInfo, stored: MarketInfo) -> pd.DataFrame:
+    """Integers at the source's decimals to integers at the stored decimals, exactly."""
+    out = frame.copy()
+    for column in VALUE_COLUMNS:
+        if column not in out.columns:
+            continue
+        shift = stored.decimals_for(column) - source_market.decimals_for(column)
+        if shift == 0:
+            continue
+        values = out[column].astype("Int64")
+        if shift > 0:
+            out[column] = values * 10**shift
+        else:
+            divisor = 10 ** (-shift)
+            if ((values.dropna() % divisor) != 0).any():
+                raise PrecisionError(
+                    f"{stored.ticker}: the source now reports {source_market.decimals_for(column)} decimals for "
+                    f"{column}, finer than the {stored.decimals_for(column)} stored; storing would lose precision"
+                )
+            out[column] = values // divisor
+    return out
+
+
+class Historian:
+    """Serves history requests into one warehouse. ``handle`` is blocking and thread-safe."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        sources: SourceRegistry | None = None,
+        *,
+        max_range_candles: int = DEFAULT_MAX_RANGE_CANDLES,
+    ) -> None:
+        self.warehouse = warehouse
+        self.sources = sources if sources is not None else SourceRegistry()
+        self.max_range_candles = max_range_candles
+
+    def validate(self, request: HistoryRequest) -> ValidatedRequest:
+        """Validate a request (also checks that a source serves its exchange)."""
+        valid = validate_request(request, max_range_candles=self.max_range_candles)
+        self.sources.spec_for(valid.ticker.exchange)
+        return valid
+
+    def handle(self, request: HistoryRequest) -> Notification:
+        """Ingest the request's range and return its completion notification (never raises)."""
+        began = time.perf_counter()
+        notification = Notification(
+            request_id=request.request_id,
+            client_id=request.client_id,
+            iceberg_namespace=self.warehouse.namespace,
+            iceberg_table=self.warehouse.candles_table_name,
+        )
+        timings: dict[str, float] = {}
+        try:
+            valid = self.validate(request)
+            added, stored = self._ingest(valid, timings)
+            if valid.interval is not None:
+                notification.covered_start, notification.covered_end = valid.interval
+            notification.row_count = stored
+            notification.status = Notification.OK if stored else Notification.NOT_FOUND
+        except DexOrderError as exc:
+            notification.status = Notification.ERROR
+            notification.error_message = str(exc)
+            notification.error_type = type(exc).__name__
+            added = 0
+        except Exception as exc:  # a bug or a backend failure: report it, keep serving
+            log.exception("request %s failed", request.request_id)
+            notification.status = Notification.ERROR
+            notification.error_message = f"internal error in the historian: {type(exc).__name__}: {exc}"
+            added = 0
+        log.info(
+            "request %s %s %ss [%s, %s] -> %s rows=%d added=%d source=%.1fms commit=%.1fms total=%.1fms",
+            request.request_id, request.ticker, request.period_seconds, request.start_time, request.end_time,
+            Notification.Status.Name(notification.status), notification.row_count, added,
+            timings.get("source", 0) * 1e3, timings.get("commit", 0) * 1e3, (time.perf_counter() - began) * 1e3,
+        )
+        return notification
+
+    def _ingest(self, valid: ValidatedRequest, timings: dict[str, float]) -> tuple[int, int]:
+        if valid.interval is None:
+            return 0, 0
+        source = self.sources.source_for(valid.ticker)
+        t0 = time.perf_counter()
+        got = source.fetch_candles(valid.ticker, valid.period_seconds, *valid.interval)
+        timings["source"] = time.perf_counter() - t0
+        frame = self._in_interval(got.frame, valid)
+        ticker = str(valid.ticker)
+        source_market = MarketInfo(ticker, got.market.price_decimals, got.market.volume_decimals)
+
+        def commit() -> tuple[int, int]:
+            t1 = time.perf_counter()
+            market = self.warehouse.read_market(ticker) or self.warehouse.write_market(source_market, source.name)
+            if got.scaled:
+                scaled = _rescale(frame, source_market, market)
+            else:
+                scaled = scale_to_integers(frame, market)
+            table = self._to_arrow(ticker, valid.period_seconds, scaled)
+            added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, valid.interval, table)
+            self.warehouse.record_coverage(ticker, valid.period_seconds, valid.interval, stored, valid.request_id)
+            timings["commit"] = time.perf_counter() - t1
+            return added, stored
+
+        return self.warehouse.committer.submit(commit).result()
+
+    @staticmethod
+    def _in_interval(frame: pd.DataFrame, valid: ValidatedRequest) -> pd.DataFrame:
+        """The source's candles inside the interval, checked for alignment and duplicates."""
+        assert valid.interval is not None
+        missing = [c for c in ("timestamp", *PRICE_COLUMNS, "volume") if c not in frame.columns]
+        if missing:
+            raise DataError(f"{valid.ticker}: the source returned no {', '.join(missing)} column")
+        ts = frame["timestamp"].to_numpy(dtype=np.int64)
+        keep = (ts >= valid.interval[0]) & (ts < valid.interval[1])
+        frame = frame.loc[keep]
+        ts = ts[keep]
+        if np.any(ts % valid.period_us):
+            bad = int(ts[np.argmax(ts % valid.period_us != 0)])
+            raise DataError(f"{valid.ticker}: the source returned a candle at {bad}, not on a {valid.period_seconds}s boundary")
+        if len(np.unique(ts)) != len(ts):
+            frame = frame.drop_duplicates("timestamp", keep="last")
+        return frame.reset_index(drop=True)
+
+    @staticmethod
+    def _to_arrow(ticker: str, period_seconds: int, scaled: pd.DataFrame) -> pa.Table:
+        schema = candle_arrow_schema()
+        n = len(scaled)
+        columns = {
+            "ticker": pa.array([ticker] * n, type=schema.field("ticker").type),
+            "period_seconds": pa.array(np.full(n, period_seconds, dtype=np.int64)),
+        }
+        for name in schema.names[2:]:
+            if name in scaled.columns:
+                columns[name] = pa.array(scaled[name], type=pa.int64(), from_pandas=True)
+            else:
+                columns[name] = pa.nulls(n, type=pa.int64())
+        return pa.table(columns, schema=schema)
+
+    def close(self) -> None:
+        self.sources.close()

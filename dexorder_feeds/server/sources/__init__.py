@@ -1,0 +1,119 @@
+"""Ingest sources: where the historian gets candles from.
+
+A source is a small :class:`IngestSource` with one method. Sources are registered by plugins
+(hook ``dexorder_register_sources``) under a name, and picked per exchange by a spec
+``NAME[:ARGUMENT]``: ``sim``, ``files:/path/to/dir``, ``ccxt:binance``. Defaults: ``SIM`` →
+``sim``; any other exchange ``X`` → ``ccxt:x``. ``--source BINANCE=files:/data`` overrides.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ...errors import UnknownSourceError
+from ...markets import MarketInfo
+from ...tickers import Ticker
+
+__all__ = ["IngestSource", "SourceCandles", "SourceRegistry", "parse_source_specs"]
+
+
+@dataclass
+class SourceCandles:
+    """What a source returns for one range.
+
+    ``frame`` has an integer ``timestamp`` column (µs, period start) and the value columns
+    ``open, high, low, close, volume`` plus, where known, ``buy_vol, sell_vol, open_interest``.
+    Values are in natural units (float, int, Decimal or str) unless ``scaled`` is true, in which
+    case they are already integers with ``market``'s decimals. ``market`` gives the decimals the
+    values need (the source's precision).
+    """
+
+    market: MarketInfo
+    frame: pd.DataFrame
+    scaled: bool = False
+
+
+class IngestSource(abc.ABC):
+    """Gives candles for a ticker, period and range. Must be safe to call from several threads."""
+
+    name: str = "source"
+
+    @abc.abstractmethod
+    def fetch_candles(self, ticker: Ticker, period_seconds: int, start: int, stop: int) -> SourceCandles:
+        """Candles with ``start <= timestamp < stop`` (µs, period-aligned, closed periods only)."""
+
+    def close(self) -> None:
+        """Release connections or files (optional)."""
+
+
+SourceFactory = Callable[[str | None], IngestSource]
+
+
+def parse_source_specs(specs: Mapping[str, str] | list[str] | None) -> dict[str, str]:
+    """``["BINANCE=files:/d", …]`` or a mapping to ``{"BINANCE": "files:/d"}`` (exchange upper-cased)."""
+    if not specs:
+        return {}
+    if isinstance(specs, Mapping):
+        return {k.upper(): v for k, v in specs.items()}
+    out: dict[str, str] = {}
+    for item in specs:
+        exchange, sep, spec = item.partition("=")
+        if not sep or not exchange.strip() or not spec.strip():
+            raise UnknownSourceError(f"source option {item!r} must look like EXCHANGE=SPEC, e.g. BINANCE=files:/data")
+        out[exchange.strip().upper()] = spec.strip()
+    return out
+
+
+class SourceRegistry:
+    """Picks (and caches) the ingest source for a ticker's exchange."""
+
+    def __init__(self, specs: Mapping[str, str] | None = None) -> None:
+        from ...plugins import get_plugin_manager
+
+        self._specs = {"SIM": "sim", **{k.upper(): v for k, v in (specs or {}).items()}}
+        self._factories: dict[str, SourceFactory] = {}
+        get_plugin_manager().hook.dexorder_register_sources(register=self._register)
+        for exchange, spec in self._specs.items():
+            name = spec.partition(":")[0]
+            if name not in self._factories:
+                raise UnknownSourceError(
+                    f"source {spec!r} for {exchange} names unknown source {name!r}; "
+                    f"known sources: {', '.join(sorted(self._factories))}"
+                )
+        self._sources: dict[str, IngestSource] = {}
+        self._lock = threading.Lock()
+
+    def _register(self, name: str, factory: SourceFactory) -> None:
+        self._factories[name] = factory
+
+    def spec_for(self, exchange: str) -> str:
+        """The source spec serving ``exchange``."""
+        return self._specs.get(exchange, f"ccxt:{exchange.lower()}")
+
+    def source_for(self, ticker: Ticker) -> IngestSource:
+        """The source serving ``ticker``'s exchange; raises :class:`UnknownSourceError`."""
+        spec = self.spec_for(ticker.exchange)
+        with self._lock:
+            source = self._sources.get(spec)
+            if source is None:
+                name, _, argument = spec.partition(":")
+                factory = self._factories.get(name)
+                if factory is None:
+                    raise UnknownSourceError(
+                        f"no ingest source {name!r} for exchange {ticker.exchange}; "
+                        f"configure one with --source {ticker.exchange}=SPEC"
+                    )
+                source = factory(argument or None)
+                self._sources[spec] = source
+            return source
+
+    def close(self) -> None:
+        with self._lock:
+            for source in self._sources.values():
+                source.close()
+            self._sources.clear()

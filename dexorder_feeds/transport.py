@@ -1,0 +1,86 @@
+"""How gap fills reach a historian: the :class:`HistoryTransport` interface and result dicts.
+
+Two transports implement it: :class:`dexorder_feeds.history_client.HistoryClient` (the relay,
+over ZeroMQ) and :class:`dexorder_feeds.embedded.EmbeddedHistory` (the historian in-process).
+Both return the seed's result dict and raise the same errors.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from . import errors
+from .wire import Notification
+
+__all__ = ["HistoryTransport", "result_from_notification", "raise_for_error", "error_from_type"]
+
+_STATUS_NAMES = {
+    Notification.OK: "OK",
+    Notification.NOT_FOUND: "NOT_FOUND",
+    Notification.ERROR: "ERROR",
+}
+
+
+class HistoryTransport(abc.ABC):
+    """Submits one history request and waits until it is complete."""
+
+    @abc.abstractmethod
+    async def request_historical_ohlc(
+        self,
+        ticker: str,
+        period_seconds: int,
+        start_time: int,
+        end_time: int,
+        timeout: float = 30.0,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Ask for the candles with timestamps in ``[start_time, end_time]``; return the seed's
+        result dict once they are stored. Raises ``TimeoutError``, ``ConnectionError`` or
+        ``ValueError`` (status ERROR) as the seed promises."""
+
+    async def connect(self) -> None:
+        """Get ready to send requests (subscribe to notifications first)."""
+
+    async def close(self) -> None:
+        """Release sockets and tasks."""
+
+
+def error_from_type(error_type: str, message: str, *, default: type[errors.DexOrderError]) -> errors.DexOrderError:
+    """Rebuild the error class a server named, if it is one of ours; else ``default``."""
+    cls = getattr(errors, error_type, None) if error_type else None
+    if not (isinstance(cls, type) and issubclass(cls, errors.DexOrderError) and issubclass(cls, ValueError)):
+        cls = default
+    if cls is errors.RequestFailedError:
+        return errors.RequestFailedError(message)
+    return cls(message)
+
+
+def result_from_notification(notification: Notification) -> dict[str, Any]:
+    """The seed's result dict for a completion notification."""
+    result: dict[str, Any] = {
+        "request_id": notification.request_id,
+        "status": _STATUS_NAMES.get(notification.status, "ERROR"),
+        "error_message": notification.error_message or None,
+    }
+    if result["status"] != "ERROR":
+        result.update(
+            iceberg_namespace=notification.iceberg_namespace,
+            iceberg_table=notification.iceberg_table,
+            row_count=notification.row_count,
+        )
+    if notification.covered_end:
+        result["covered_range"] = (notification.covered_start, notification.covered_end)
+    if notification.error_type:
+        result["error_type"] = notification.error_type
+    return result
+
+
+def raise_for_error(result: dict[str, Any]) -> dict[str, Any]:
+    """Raise ``ValueError`` (a :class:`RequestFailedError` or the server's named class) for
+    status ERROR; return ``result`` otherwise. NOT_FOUND is a status, not an exception."""
+    if result["status"] == "ERROR":
+        message = result.get("error_message") or "the historian reported an error without a message"
+        exc = error_from_type(result.get("error_type", ""), message, default=errors.RequestFailedError)
+        raise exc
+    return result

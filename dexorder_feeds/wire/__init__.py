@@ -1,0 +1,85 @@
+"""The wire format shared by the relay server and the HistoryClient.
+
+A payload frame is ``[version byte][message-type byte][protobuf bytes]``. Message shapes live
+only in ``proto/*.proto``; the ``*_pb2`` modules here are generated from them.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+from ..errors import ProtocolError
+from .ingestor_pb2 import (
+    HistoryRequest,
+    MessageType,
+    Notification,
+    RequestReply,
+    SubscribeCheck,
+)
+from .ohlc_pb2 import Candle, CandleBatch, MarketInfo
+
+__all__ = [
+    "WIRE_VERSION",
+    "MAX_FRAME_BYTES",
+    "HistoryRequest",
+    "SubscribeCheck",
+    "RequestReply",
+    "Notification",
+    "Candle",
+    "CandleBatch",
+    "MarketInfo",
+    "Message",
+    "encode_frame",
+    "decode_frame",
+    "notification_topic",
+]
+
+WIRE_VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024
+
+Message = Union[HistoryRequest, RequestReply, Notification, SubscribeCheck]
+
+_TYPE_OF = {
+    HistoryRequest: MessageType.HISTORY_REQUEST,
+    RequestReply: MessageType.REQUEST_REPLY,
+    Notification: MessageType.NOTIFICATION,
+    SubscribeCheck: MessageType.SUBSCRIBE_CHECK,
+}
+_CLASS_OF = {code: cls for cls, code in _TYPE_OF.items()}
+
+
+def notification_topic(client_id: str) -> bytes:
+    """The PUB/SUB topic a client's notifications are published on."""
+    return f"RESPONSE:{client_id}".encode()
+
+
+def encode_frame(message: Message) -> bytes:
+    """Serialize a message into a versioned, typed frame."""
+    code = _TYPE_OF.get(type(message))
+    if code is None:
+        raise ProtocolError(f"{type(message).__name__} is not a wire message")
+    return bytes((WIRE_VERSION, code)) + message.SerializeToString()
+
+
+def decode_frame(frame: bytes, *, expect: tuple[type, ...] | None = None) -> Message:
+    """Parse a frame; raise :class:`ProtocolError` saying what is wrong with it."""
+    if len(frame) < 2:
+        raise ProtocolError(f"frame of {len(frame)} bytes is too short for a header")
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    version, code = frame[0], frame[1]
+    if version != WIRE_VERSION:
+        raise ProtocolError(
+            f"unsupported wire version {version} (this side speaks {WIRE_VERSION}); upgrade dexorder-feeds"
+        )
+    cls = _CLASS_OF.get(code)
+    if cls is None:
+        raise ProtocolError(f"unknown message type {code}")
+    if expect is not None and cls not in expect:
+        raise ProtocolError(f"unexpected {cls.__name__} here")
+    message = cls()
+    try:
+        message.ParseFromString(frame[2:])
+    except Exception as exc:  # DecodeError and friends
+        raise ProtocolError(f"malformed {cls.__name__} payload: {exc}") from None
+    return message

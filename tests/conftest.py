@@ -1,0 +1,37 @@
+"""Shared fixtures: a real SQLite-backed Iceberg catalog in a temp dir, and its warehouse."""
+
+from __future__ import annotations
+
+import pytest
+
+from dexorder_feeds.catalog import open_catalog
+from dexorder_feeds.warehouse import Warehouse
+
+SEED_TICKER = "SIM:BTC/USDT"
+SEED_START = 1735689600000000  # 2025-01-01 00:00 UTC
+SEED_END = 1736294399000000  # 2025-01-07 23:59:59 UTC -> 168 hourly candles
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's real cache dir or config file."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("DEXORDER_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("DEXORDER_CONFIG", str(home / "config.toml"))
+    for var in ("DEXORDER_ICEBERG_CATALOG_URI", "DEXORDER_RELAY_ENDPOINT", "DEXORDER_NOTIFICATION_ENDPOINT",
+                "DEXORDER_NAMESPACE", "DEXORDER_SOURCES", "DEXORDER_FEEDS_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def catalog_uri(tmp_path) -> str:
+    """A fresh SQLite catalog URI in a temp dir (warehouse files beside it)."""
+    return f"sqlite:///{tmp_path / 'catalog' / 'catalog.db'}"
+
+
+@pytest.fixture
+def warehouse(catalog_uri):
+    wh = Warehouse(open_catalog(catalog_uri))
+    wh.ensure_tables()
+    yield wh
+    wh.close()
