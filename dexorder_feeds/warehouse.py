@@ -177,7 +177,12 @@ class Warehouse:
                 if name == CANDLES_TABLE:
                     ts_id = schema.find_field("timestamp").field_id
                     kwargs["sort_order"] = SortOrder(SortField(source_id=ts_id, transform=IdentityTransform()))
-                    kwargs["properties"] = {"commit.manifest-merge.enabled": "true"}
+                    kwargs["properties"] = {
+                        "commit.manifest-merge.enabled": "true",
+                        # pyiceberg's own retry rebases an append onto a newer snapshot, which
+                        # would skip our duplicate check; conflicts go to Warehouse._commit.
+                        "commit.retry.num-retries": "0",
+                    }
                 with contextlib.suppress(TableAlreadyExistsError):
                     self.catalog.create_table_if_not_exists(self.identifier(name), schema=schema, **kwargs)
             self._ensured = True
@@ -191,13 +196,17 @@ class Warehouse:
     # -- reads ---------------------------------------------------------------------------
     def read_candles(self, ticker: str, period_seconds: int, interval: Interval) -> tuple[pa.Table, int | None]:
         """Stored candles with ``interval[0] <= timestamp < interval[1]`` and the snapshot read."""
-        from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
-
         table = self.load_table(CANDLES_TABLE)
         snapshot = table.current_snapshot()
-        snapshot_id = snapshot.snapshot_id if snapshot else None
+        return self._scan_candles(table, ticker, period_seconds, interval), snapshot.snapshot_id if snapshot else None
+
+    @staticmethod
+    def _scan_candles(table: Any, ticker: str, period_seconds: int, interval: Interval) -> pa.Table:
+        from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+
+        snapshot = table.current_snapshot()
         if snapshot is None:
-            return candle_arrow_schema().empty_table(), None
+            return candle_arrow_schema().empty_table()
         row_filter = And(
             EqualTo("ticker", ticker),
             EqualTo("period_seconds", period_seconds),
@@ -205,8 +214,7 @@ class Warehouse:
             LessThan("timestamp", interval[1]),
         )
         with translate_errors(f"reading candles of {ticker}"):
-            data = table.scan(row_filter=row_filter, snapshot_id=snapshot_id).to_arrow()
-        return data, snapshot_id
+            return table.scan(row_filter=row_filter, snapshot_id=snapshot.snapshot_id).to_arrow()
 
     def read_coverage(self, ticker: str, period_seconds: int) -> list[Interval]:
         """The merged ranges ingested for a ticker and period (empty ones included)."""
@@ -309,13 +317,16 @@ class Warehouse:
         """
 
         def attempt() -> tuple[int, int]:
-            stored, _ = self.read_candles(ticker, period_seconds, interval)
+            # Read and append through the same Table: the append then requires the snapshot
+            # the duplicate check read, and a concurrent commit makes it fail (no rebase, see
+            # ensure_tables) so the retry re-reads instead of appending stale rows.
+            table = self.load_table(CANDLES_TABLE)
+            stored = self._scan_candles(table, ticker, period_seconds, interval)
             fresh = candles
             if stored.num_rows and candles.num_rows:
                 fresh = candles.filter(pc.invert(pc.is_in(candles["timestamp"], value_set=stored["timestamp"])))
             if fresh.num_rows == 0:
                 return 0, stored.num_rows
-            table = self.load_table(CANDLES_TABLE)
             table.append(fresh.sort_by("timestamp").cast(table.schema().as_arrow()))
             return fresh.num_rows, stored.num_rows + fresh.num_rows
 

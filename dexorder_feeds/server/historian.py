@@ -133,7 +133,7 @@ class Historian:
     def validate(self, request: HistoryRequest) -> ValidatedRequest:
         """Validate a request (also checks that a source serves its exchange)."""
         valid = validate_request(request, max_range_candles=self.max_range_candles)
-        self.sources.spec_for(valid.ticker.exchange)
+        self.sources.source_for(valid.ticker)
         return valid
 
     def handle(self, request: HistoryRequest) -> Notification:

@@ -1,0 +1,174 @@
+"""The historian against a real SQLite Iceberg catalog: rounding, the open period, empty ranges,
+races, precision, and bad input that must leave stored data untouched."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from dexorder_feeds.errors import PrecisionError
+from dexorder_feeds.markets import MarketInfo
+from dexorder_feeds.server.historian import Historian, validate_request
+from dexorder_feeds.server.sources import IngestSource, SourceCandles, SourceRegistry
+from dexorder_feeds.timeconv import now_micros
+from dexorder_feeds.wire import HistoryRequest, Notification
+
+from conftest import SEED_END, SEED_START, SEED_TICKER
+
+H = 3_600_000_000
+
+
+def request(**fields) -> HistoryRequest:
+    base = dict(request_id="r", client_id="c", ticker=SEED_TICKER, period_seconds=3600,
+                start_time=SEED_START, end_time=SEED_END)
+    base.update(fields)
+    return HistoryRequest(**base)
+
+
+def stored(warehouse, ticker=SEED_TICKER, period=3600) -> list[int]:
+    table, _ = warehouse.read_candles(ticker, period, (0, 2**62))
+    return table["timestamp"].to_pylist()
+
+
+def test_seed_range_is_168_candles_and_recorded(warehouse):
+    note = Historian(warehouse).handle(request())
+    assert note.status == Notification.OK and note.row_count == 168
+    assert (note.covered_start, note.covered_end) == (SEED_START, SEED_START + 168 * H)
+    assert note.iceberg_namespace == "trading" and note.iceberg_table == "ohlc"
+    assert warehouse.read_coverage(SEED_TICKER, 3600) == [(SEED_START, SEED_START + 168 * H)]
+    assert warehouse.read_market(SEED_TICKER) == MarketInfo(SEED_TICKER, 2, 6)
+
+
+def test_unaligned_bounds_round_to_whole_periods(warehouse):
+    note = Historian(warehouse).handle(request(start_time=SEED_START + 1, end_time=SEED_START + 5 * H - 1))
+    assert note.row_count == 4
+    assert stored(warehouse) == [SEED_START + i * H for i in range(1, 5)]
+
+
+def test_limit_cuts_from_the_start(warehouse):
+    note = Historian(warehouse).handle(request(limit=10))
+    assert note.row_count == 10 and stored(warehouse) == [SEED_START + i * H for i in range(10)]
+
+
+def test_the_open_period_is_never_stored(warehouse):
+    now = now_micros()
+    note = Historian(warehouse).handle(request(start_time=now - 3 * H, end_time=now + 5 * H))
+    assert note.status == Notification.OK
+    assert max(stored(warehouse)) + H <= now
+    assert note.covered_end <= now
+
+
+def test_overlapping_and_racing_requests_never_duplicate(warehouse):
+    historian = Historian(warehouse)
+    historian.handle(request(start_time=SEED_START + 24 * H, end_time=SEED_START + 48 * H))
+    barrier = threading.Barrier(6)
+    notes = []
+
+    def work(i):
+        barrier.wait()
+        notes.append(historian.handle(request(request_id=f"r{i}", start_time=SEED_START + (i % 3) * 10 * H)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ts = stored(warehouse)
+    assert len(ts) == len(set(ts)) == 168
+    assert all(n.status == Notification.OK for n in notes)
+
+
+def test_two_historians_on_one_warehouse_never_duplicate(warehouse):
+    # Two processes' historians each have their own committer; they race on the same range.
+    from dexorder_feeds.catalog import open_catalog
+    from dexorder_feeds.warehouse import Warehouse
+
+    other = Warehouse(open_catalog(f"sqlite:///{warehouse.catalog.properties['uri'][len('sqlite:///'):]}"))
+    first, second = Historian(warehouse), Historian(other)
+    barrier = threading.Barrier(2)
+    notes = []
+
+    def work(h, rid):
+        for day in range(7):
+            barrier.wait()
+            notes.append(h.handle(request(request_id=f"{rid}{day}", start_time=SEED_START + day * 24 * H,
+                                          end_time=SEED_START + (day + 1) * 24 * H - 1)))
+
+    threads = [threading.Thread(target=work, args=(h, rid)) for h, rid in ((first, "a"), (second, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    ts = stored(warehouse)
+    assert len(ts) == len(set(ts)) == 168
+    assert [n.status for n in notes] == [Notification.OK] * 14
+
+
+class FinerSource(IngestSource):
+    """A source whose precision grew after its market was first stored."""
+
+    name = "finer"
+
+    def __init__(self, decimals: int, price: str) -> None:
+        self.decimals, self.price = decimals, price
+
+    def fetch_candles(self, ticker, period_seconds, start, stop):
+        ts = list(range(start, stop, period_seconds * 1_000_000))
+        frame = pd.DataFrame({"timestamp": ts, **{c: [self.price] * len(ts) for c in ("open", "high", "low", "close")},
+                              "volume": ["1"] * len(ts)})
+        return SourceCandles(MarketInfo(str(ticker), self.decimals, 0), frame)
+
+
+def test_finer_precision_later_fails_loudly_and_keeps_stored_data(warehouse, monkeypatch):
+    registry = SourceRegistry({"FINE": "sim"})
+    historian = Historian(warehouse, registry)
+    ticker = "FINE:ABC/USD"
+    monkeypatch.setattr(registry, "source_for", lambda t: FinerSource(2, "1.25"))
+    first = historian.handle(request(ticker=ticker, end_time=SEED_START + 9 * H))
+    assert first.status == Notification.OK
+    before = warehouse.read_candles(ticker, 3600, (0, 2**62))[0]
+    monkeypatch.setattr(registry, "source_for", lambda t: FinerSource(4, "1.2575"))
+    second = historian.handle(request(ticker=ticker, start_time=SEED_START + 10 * H, end_time=SEED_START + 19 * H))
+    assert second.status == Notification.ERROR
+    assert second.error_type == PrecisionError.__name__ and "1.2575" in second.error_message
+    after = warehouse.read_candles(ticker, 3600, (0, 2**62))[0]
+    assert after.equals(before)
+    assert warehouse.read_market(ticker) == MarketInfo(ticker, 2, 0)
+    # Coarser values are rescaled exactly to the stored decimals.
+    monkeypatch.setattr(registry, "source_for", lambda t: FinerSource(1, "1.5"))
+    third = historian.handle(request(ticker=ticker, start_time=SEED_START + 20 * H, end_time=SEED_START + 20 * H))
+    assert third.status == Notification.OK
+    last = warehouse.read_candles(ticker, 3600, (SEED_START + 20 * H, SEED_START + 21 * H))[0]
+    assert last["close"].to_pylist() == [150]
+
+
+@pytest.mark.parametrize(
+    "fields, error",
+    [
+        (dict(ticker="BTCUSDT"), "InvalidTickerError"),
+        (dict(ticker="SIM:BTC/USDT/../../x"), "InvalidTickerError"),
+        (dict(period_seconds=0), "InvalidPeriodError"),
+        (dict(period_seconds=-3600), "InvalidPeriodError"),
+        (dict(start_time=SEED_END, end_time=SEED_START), "InvalidTimeRangeError"),
+        (dict(start_time=1735689600), "InvalidTimeRangeError"),
+        (dict(end_time=1736294399000), "InvalidTimeRangeError"),
+        (dict(ticker="NOSUCHEXCHANGE:BTC/USDT"), "UnknownSourceError"),
+        (dict(period_seconds=60, start_time=SEED_START, end_time=SEED_START + 4 * 10**14), "InvalidRequestError"),
+    ],
+)
+def test_bad_requests_are_errors_that_change_nothing(warehouse, fields, error):
+    historian = Historian(warehouse)
+    historian.handle(request(end_time=SEED_START + 5 * H))
+    before = stored(warehouse)
+    note = historian.handle(request(request_id="bad", **fields))
+    assert note.status == Notification.ERROR and note.error_type == error and note.error_message
+    assert stored(warehouse) == before
+
+
+def test_validate_request_reports_no_interval_for_a_future_range():
+    now = now_micros()
+    valid = validate_request(request(start_time=now + 10 * H, end_time=now + 20 * H), now=now)
+    assert valid.interval is None
