@@ -1,1 +1,108 @@
-"""dexorder-feeds."""
+"""dexorder-feeds: DexOrder's historical OHLC candles for backtesting.
+
+``OHLCClient`` fetches candles (cached in an Iceberg warehouse, gaps filled by the historian),
+``IcebergClient`` queries the warehouse, ``HistoryClient`` talks to the relay; ``fetch_ohlc`` is
+the blocking face, ``candles``/``acandles`` iterate candles with exact ``Decimal`` prices.
+After ``import dexorder_feeds``, ``bt.feeds.DexOrderData`` and ``vbt.DexOrderData`` exist as
+soon as backtrader / vectorbt are imported. Heavy modules load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ClientClosedError,
+    DataError,
+    DexOrderError,
+    InvalidPeriodError,
+    InvalidRequestError,
+    InvalidTickerError,
+    InvalidTimeRangeError,
+    MissingDependencyError,
+    PrecisionError,
+    ProtocolError,
+    RelayUnavailableError,
+    RequestFailedError,
+    RequestTimeoutError,
+    SourceFormatError,
+    UnknownSourceError,
+    WarehouseError,
+)
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .adapters.iterator import Candle, acandles, candles
+    from .config import Settings
+    from .history_client import HistoryClient
+    from .iceberg_client import IcebergClient
+    from .markets import MarketInfo
+    from .ohlc_client import OHLCClient
+    from .sync import fetch_ohlc
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "OHLCClient": ".ohlc_client",
+    "IcebergClient": ".iceberg_client",
+    "HistoryClient": ".history_client",
+    "fetch_ohlc": ".sync",
+    "candles": ".adapters.iterator",
+    "acandles": ".adapters.iterator",
+    "Candle": ".adapters.iterator",
+    "MarketInfo": ".markets",
+    "Settings": ".config",
+}
+
+__all__ = [
+    "OHLCClient",
+    "IcebergClient",
+    "HistoryClient",
+    "fetch_ohlc",
+    "candles",
+    "acandles",
+    "Candle",
+    "MarketInfo",
+    "Settings",
+    "hookimpl",
+    "DexOrderError",
+    "InvalidRequestError",
+    "InvalidTickerError",
+    "InvalidPeriodError",
+    "InvalidTimeRangeError",
+    "UnknownSourceError",
+    "RequestFailedError",
+    "DataError",
+    "SourceFormatError",
+    "PrecisionError",
+    "ProtocolError",
+    "RelayUnavailableError",
+    "RequestTimeoutError",
+    "WarehouseError",
+    "ClientClosedError",
+    "MissingDependencyError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dexorder_feeds' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _install_adapters() -> None:
+    from .plugins import install_framework_adapters
+
+    install_framework_adapters()
+
+
+_install_adapters()

@@ -16,6 +16,7 @@ between threads (its ``Table`` objects are not, see :mod:`dexorder_feeds.warehou
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Mapping
@@ -32,6 +33,16 @@ _SECRET_KEY = re.compile(r"(credential|token|secret|password|passwd|private|acce
 
 _catalogs: dict[tuple, Any] = {}
 _catalogs_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    global _catalogs_lock
+    _catalogs.clear()  # database connections must not be shared with the parent
+    _catalogs_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def redact_uri(uri: str) -> str:

@@ -16,7 +16,7 @@ import pluggy
 
 from . import hookspecs
 
-__all__ = ["DEFAULT_PLUGINS", "get_plugin_manager", "ENV_PLUGINS"]
+__all__ = ["DEFAULT_PLUGINS", "ENV_PLUGINS", "get_plugin_manager", "install_framework_adapters", "reset_plugin_manager"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ DEFAULT_PLUGINS = (
 )
 
 _pm: pluggy.PluginManager | None = None
-_lock = threading.Lock()
+_entry_points_loaded = False
+_lock = threading.RLock()
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -51,8 +52,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         pm.register(plugin, name=ep.name)
 
 
-def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager; the first call loads built-ins and entry points."""
+def _builtin_plugin_manager() -> pluggy.PluginManager:
     global _pm
     with _lock:
         if _pm is None:
@@ -60,13 +60,36 @@ def get_plugin_manager() -> pluggy.PluginManager:
             pm.add_hookspecs(hookspecs)
             for name in DEFAULT_PLUGINS:
                 pm.register(importlib.import_module(name), name=name)
-            _load_entry_points(pm)
             _pm = pm
         return _pm
 
 
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager; the first call loads built-ins and entry points."""
+    global _entry_points_loaded
+    pm = _builtin_plugin_manager()
+    with _lock:
+        if not _entry_points_loaded:
+            _entry_points_loaded = True
+            _load_entry_points(pm)
+            install_framework_adapters(pm)
+    return pm
+
+
+def install_framework_adapters(pm: pluggy.PluginManager | None = None) -> None:
+    """Hook every registered framework adapter into its framework's import.
+
+    ``import dexorder_feeds`` calls this with the built-in plugins only, so entry points stay
+    unloaded until a fetch or a hook first needs them.
+    """
+    from .importhooks import when_imported
+
+    (pm or _builtin_plugin_manager()).hook.dexorder_register_framework_adapters(register=when_imported)
+
+
 def reset_plugin_manager() -> None:
     """Forget the plugin manager so the next use reloads plugins (for tests and notebooks)."""
-    global _pm
+    global _pm, _entry_points_loaded
     with _lock:
         _pm = None
+        _entry_points_loaded = False

@@ -39,10 +39,10 @@ def parse_ticker(value: object) -> Ticker:
     """Parse and validate a ticker such as ``BINANCE:BTC/USDT``."""
     if not isinstance(value, str):
         raise InvalidTickerError(f"ticker must be a string like 'BINANCE:BTC/USDT', not {type(value).__name__}")
-    match = _TICKER_RE.match(value)
+    match = _TICKER_RE.fullmatch(value)
     if match is None or ".." in value:
         hint = ""
-        if value != value.upper() and _TICKER_RE.match(value.upper()):
+        if value != value.upper() and _TICKER_RE.fullmatch(value.upper()):
             hint = f"; tickers are upper case: {value.upper()!r}"
         raise InvalidTickerError(
             f"ticker {value!r} is malformed; expected 'EXCHANGE:BASE/QUOTE' like 'BINANCE:BTC/USDT'{hint}"

@@ -63,6 +63,8 @@ def to_micros(value: object, *, name: str = "time") -> int:
         raise InvalidTimeRangeError(f"{name}={value!r} is not a time")
     if isinstance(value, int):
         return _check_integer_micros(value, name)
+    if isinstance(value, str) and value.strip().isdigit():
+        return _check_integer_micros(int(value), name)
     type_name = type(value).__module__ + "." + type(value).__name__
     if type_name.startswith("numpy.") and hasattr(value, "dtype"):
         if value.dtype.kind in "iu":  # type: ignore[attr-defined]

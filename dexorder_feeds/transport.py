@@ -84,3 +84,26 @@ def raise_for_error(result: dict[str, Any]) -> dict[str, Any]:
         exc = error_from_type(result.get("error_type", ""), message, default=errors.RequestFailedError)
         raise exc
     return result
+
+
+def check_request_args(
+    ticker: object, period_seconds: object, start_time: object, end_time: object, limit: object = None
+) -> tuple[str, int, int, int]:
+    """Validate a history request's arguments before anything is sent; return them normalised.
+
+    Raises the same :class:`~dexorder_feeds.errors.InvalidRequestError` subclasses the relay does.
+    """
+    from .tickers import parse_ticker
+    from .timeconv import parse_period, to_micros
+
+    name = str(parse_ticker(ticker))
+    if isinstance(period_seconds, str):
+        raise errors.InvalidPeriodError(f"period_seconds={period_seconds!r} must be an integer number of seconds")
+    period = parse_period(period_seconds)
+    start = to_micros(start_time, name="start_time")
+    end = to_micros(end_time, name="end_time")
+    if start > end:
+        raise errors.InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
+        raise errors.InvalidRequestError(f"limit={limit!r} must be a positive integer")
+    return name, period, start, end

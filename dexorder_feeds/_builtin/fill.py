@@ -7,10 +7,11 @@ import asyncio
 from typing import Any
 
 from ..hookspecs import hookimpl
-from ..transport import raise_for_error
 
 
 async def fill_ranges(context: Any, request: Any, ranges: list[tuple[int, int]]) -> list[dict]:
+    from ..transport import raise_for_error
+
     period_us = request.period_seconds * 1_000_000
     done = 0
 

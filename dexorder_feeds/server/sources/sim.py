@@ -5,7 +5,9 @@ the same candles, whatever range it was asked in. Prices follow a geometric rand
 level at any time is computed in closed form from a per-ticker seed (no state carried between
 candles), so any range of any period is generated directly. Invariants: ``high >=
 max(open, close)``, ``low <= min(open, close)``, ``volume >= 0``, ``buy_vol + sell_vol ==
-volume``. Values are generated as integers with 2 price and 6 volume decimals.
+volume`` (open interest is null: a spot market has none). Values are generated as integers
+with 2 price and 6 volume decimals. Every SIM market lists on 2015-01-01: before that it has no
+candles (an empty range, which the historian remembers as such).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from . import IngestSource, SourceCandles
 
 __all__ = ["SimulatedSource"]
 
+LISTING_TIME = 1420070400_000000  # 2015-01-01 00:00 UTC
 PRICE_DECIMALS = 2
 VOLUME_DECIMALS = 6
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -46,13 +49,14 @@ def _uniform(seed: np.uint64, keys: np.ndarray, stream: int) -> np.ndarray:
 
 
 class SimulatedSource(IngestSource):
-    """The synthetic market. Any ``SIM:BASE/QUOTE`` ticker exists, from 2000 on."""
+    """The synthetic market. Any ``SIM:BASE/QUOTE`` ticker exists, from its listing on 2015-01-01."""
 
     name = "sim"
 
     def fetch_candles(self, ticker: Ticker, period_seconds: int, start: int, stop: int) -> SourceCandles:
         period_us = period_seconds * 1_000_000
-        timestamps = np.arange(start, stop, period_us, dtype=np.int64)
+        first = max(start, -(-LISTING_TIME // period_us) * period_us)
+        timestamps = np.arange(first, stop, period_us, dtype=np.int64)
         seed = _seed(str(ticker))
         base_price = 10 + _uniform(seed, np.array([0]), 99)[0] * 50_000
         # The log-price is a sum of smooth sinusoids (closed form at any time) plus a per-minute

@@ -1,0 +1,122 @@
+"""What the ``fetch`` and ``coverage`` CLI commands do (the CLI prints; the library never does)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .hookspecs import hookimpl
+
+__all__ = ["fetch_command", "coverage_command"]
+
+
+class ProgressBar:
+    """An observer plugin drawing a tqdm bar once a gap fill has run for a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    @hookimpl
+    def dexorder_cache_checked(self, request: Any, cached_rows: int, missing_ranges: Any) -> None:
+        if self.enabled and missing_ranges and self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=None, desc=f"filling {request.ticker}", unit="range", delay=1.0, file=sys.stderr)
+
+    @hookimpl
+    def dexorder_progress(self, request: Any, completed: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = completed
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _settings_kwargs(args: argparse.Namespace, catalog_properties: dict[str, str]) -> dict[str, Any]:
+    return dict(
+        iceberg_catalog_uri=args.iceberg_catalog_uri,
+        relay_endpoint=getattr(args, "relay_endpoint", None),
+        notification_endpoint=getattr(args, "notification_endpoint", None),
+        namespace=args.namespace,
+        catalog_properties=catalog_properties or None,
+        sources=args.source or None,
+    )
+
+
+def _decimal_view(frame: pd.DataFrame, price_decimals: int, volume_decimals: int) -> pd.DataFrame:
+    from decimal import Decimal
+
+    view = pd.DataFrame({"time": pd.to_datetime(frame["timestamp"], unit="us", utc=True)})
+    for column in ("open", "high", "low", "close"):
+        view[column] = [Decimal(v).scaleb(-price_decimals) for v in frame[column].tolist()]
+    view["volume"] = [Decimal(v).scaleb(-volume_decimals) for v in frame["volume"].tolist()]
+    return view
+
+
+def fetch_command(args: argparse.Namespace, catalog_properties: dict[str, str]) -> int:
+    from .plugins import get_plugin_manager
+    from .sync import fetch_ohlc, price_scale
+
+    progress = ProgressBar(enabled=not args.no_progress and sys.stderr.isatty())
+    pm = get_plugin_manager()
+    pm.register(progress, name="dexorder-feeds-cli-progress")
+    try:
+        frame = fetch_ohlc(args.ticker, args.period, args.start, args.end, request_timeout=args.timeout,
+                           **_settings_kwargs(args, catalog_properties))
+    finally:
+        progress.close()
+        pm.unregister(progress)
+    market = price_scale(args.ticker, **_settings_kwargs(args, catalog_properties))
+    if args.output:
+        path = Path(args.output)
+        if path.suffix == ".parquet":
+            frame.to_parquet(path, index=False)
+        elif path.suffix == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            print(f"error: --output must end in .csv or .parquet, not {path.suffix or 'nothing'}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(frame)} candles to {path} (integer prices: divide by 10**{market.price_decimals if market else '?'})")
+        return 0
+    print(f"{len(frame)} candles of {args.ticker} ({frame.attrs.get('period_seconds')} s), "
+          f"Iceberg snapshot {frame.attrs.get('snapshot_id')}")
+    if len(frame) and market is not None:
+        view = _decimal_view(frame, market.price_decimals, market.volume_decimals)
+        with pd.option_context("display.width", 120, "display.max_columns", 10):
+            print(view.head(5).to_string(index=False))
+            if len(view) > 5:
+                print("…")
+                print(view.tail(3).to_string(index=False, header=False))
+    return 0
+
+
+def coverage_command(args: argparse.Namespace, catalog_properties: dict[str, str]) -> int:
+    from .config import resolve_settings
+    from .iceberg_client import IcebergClient
+    from .ranges import merge_intervals
+
+    settings = resolve_settings(**_settings_kwargs(args, catalog_properties))
+    client = IcebergClient(settings.iceberg_catalog_uri, settings.namespace,
+                           catalog_properties=settings.catalog_properties)
+    rows = client.coverage(args.ticker)
+    if rows.empty:
+        print("the warehouse holds no ingested ranges" + (f" for {args.ticker}" if args.ticker else ""))
+        return 0
+    print(f"{'ticker':<24} {'period':>8}  {'from (UTC)':<20} {'to (UTC, excl.)':<20} {'candles':>9}")
+    for (ticker, period), group in rows.groupby(["ticker", "period_seconds"], sort=True):
+        for start, stop in merge_intervals(zip(group["start_time"], group["end_time"])):
+            frame = client.query_ohlc(ticker, int(period), int(start), int(stop) - 1)
+            print(f"{ticker:<24} {int(period):>8}  {_iso(start):<20} {_iso(stop):<20} {len(frame):>9}")
+    return 0
+
+
+def _iso(micros: int) -> str:
+    return pd.Timestamp(int(micros), unit="us", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")

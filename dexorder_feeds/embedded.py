@@ -1,0 +1,105 @@
+"""The embedded default: the historian in-process, writing the same warehouse, no sockets.
+
+One :class:`~dexorder_feeds.server.historian.Historian` (and so one committer thread) per
+warehouse per process is shared by every client that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import uuid
+from typing import Any
+
+from .catalog import open_catalog
+from .config import Settings
+from .errors import ClientClosedError, RequestTimeoutError
+from .plugins import get_plugin_manager
+from .server.historian import Historian
+from .server.sources import SourceRegistry
+from .transport import HistoryTransport, check_request_args, result_from_notification, raise_for_error
+from .warehouse import Warehouse
+from .wire import HistoryRequest
+
+__all__ = ["EmbeddedHistory", "shared_historian"]
+
+_historians: dict[tuple, Historian] = {}
+_lock = threading.Lock()
+_EXECUTOR_WORKERS = 4
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _historians.clear()  # their committer threads did not survive the fork
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def shared_historian(settings: Settings) -> Historian:
+    """The process's historian for a warehouse (created on first use)."""
+    key = (settings.iceberg_catalog_uri, settings.namespace, tuple(sorted(settings.catalog_properties.items())),
+           tuple(sorted(settings.sources.items())))
+    with _lock:
+        historian = _historians.get(key)
+        if historian is None:
+            warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri, settings.catalog_properties), settings.namespace)
+            historian = Historian(warehouse, SourceRegistry(settings.sources))
+            _historians[key] = historian
+        return historian
+
+
+class EmbeddedHistory(HistoryTransport):
+    """A :class:`HistoryTransport` that runs the historian in worker threads of this process."""
+
+    def __init__(self, historian: Historian) -> None:
+        self.historian = historian
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
+
+    async def connect(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this EmbeddedHistory is closed; create a new client")
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(_EXECUTOR_WORKERS, thread_name_prefix="dexorder-historian")
+
+    async def request_historical_ohlc(
+        self,
+        ticker: str,
+        period_seconds: int,
+        start_time: int,
+        end_time: int,
+        timeout: float = 30.0,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        name, period, start, end = check_request_args(ticker, period_seconds, start_time, end_time, limit)
+        if self._executor is None:
+            await self.connect()
+        assert self._executor is not None
+        request = HistoryRequest(request_id=uuid.uuid4().hex, client_id="embedded", ticker=name,
+                                 period_seconds=period, start_time=start, end_time=end, limit=limit)
+        hook = get_plugin_manager().hook
+        hook.dexorder_request_sent(request_id=request.request_id, ticker=name, period_seconds=period,
+                                   start_time=start, end_time=end)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self.historian.handle, request)
+        try:
+            notification = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the in-process historian did not finish {name} within {timeout} s; "
+                "raise request_timeout or fetch a smaller range"
+            ) from None
+        result = result_from_notification(notification)
+        hook.dexorder_notification_received(result=result)
+        return raise_for_error(result)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)

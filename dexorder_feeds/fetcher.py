@@ -1,0 +1,112 @@
+"""The core fetcher: cache check, gap detection, gap fill, re-read – each step a pluggy hook.
+
+One :class:`Fetcher` belongs to one client and one event loop. Concurrent fetches through it
+share gap fills: a range another fetch is already filling is awaited, not asked for again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .config import Settings
+from .iceberg_client import CacheRead, FetchRequest, IcebergClient, candles_to_frame
+from .ranges import Interval, subtract_intervals, to_inclusive
+from .timeconv import now_micros
+from .transport import HistoryTransport
+
+__all__ = ["Fetcher", "FetchContext", "FetchRequest", "CacheRead", "MAX_CANDLES_PER_REQUEST"]
+
+log = logging.getLogger(__name__)
+
+# Big gaps are split into requests of at most this many candles: the historian works on them
+# in parallel, progress is visible, and each stays well inside a request timeout.
+MAX_CANDLES_PER_REQUEST = 100_000
+
+
+@dataclass(frozen=True)
+class FetchContext:
+    """What hook implementations get as ``context``."""
+
+    iceberg: IcebergClient
+    history: HistoryTransport
+    settings: Settings
+    hook: Any
+    request_timeout: float
+
+
+def split_interval(interval: Interval, period_us: int, max_candles: int = MAX_CANDLES_PER_REQUEST) -> list[Interval]:
+    """Cut an interval into pieces of at most ``max_candles`` candles."""
+    step = max_candles * period_us
+    return [(s, min(s + step, interval[1])) for s in range(interval[0], interval[1], step)]
+
+
+class Fetcher:
+    """Runs the fetch steps through the plugin hooks."""
+
+    def __init__(self, context: FetchContext) -> None:
+        self.context = context
+        self._in_flight: dict[tuple[str, int], list[tuple[Interval, asyncio.Future[None]]]] = {}
+
+    async def _read(self, context: FetchContext, request: FetchRequest) -> CacheRead:
+        return await asyncio.to_thread(context.hook.dexorder_read_cache, context=context, request=request)
+
+    async def fetch(self, request: FetchRequest, request_timeout: float | None = None) -> pd.DataFrame:
+        """The candles of ``request``: cached ones plus whatever the gap fill added."""
+        context = self.context
+        if request_timeout is not None:
+            context = dataclasses.replace(context, request_timeout=request_timeout)
+        hook = context.hook
+        cached = await self._read(context, request)
+        missing = hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
+        hook.dexorder_cache_checked(
+            request=request, cached_rows=cached.num_rows, missing_ranges=to_inclusive(missing, request.period_us)
+        )
+        # Only closed periods can be filled: the open one is reported missing, never requested.
+        closed_stop = now_micros() // request.period_us * request.period_us
+        fillable = [(s, min(e, closed_stop)) for s, e in missing if min(e, closed_stop) > s]
+        if fillable:
+            await self._fill(context, request, fillable)
+            cached = await self._read(context, request)
+        frame = candles_to_frame(cached.table)
+        frame = hook.dexorder_process_result(context=context, request=request, frame=frame)
+        frame.attrs.update(snapshot_id=cached.snapshot_id, ticker=request.ticker, period_seconds=request.period_seconds)
+        return frame
+
+    async def _fill(self, context: FetchContext, request: FetchRequest, missing: list[Interval]) -> None:
+        key = (request.ticker, request.period_seconds)
+        registry = self._in_flight.setdefault(key, [])
+        others = [(iv, fut) for iv, fut in registry if any(iv[0] < e and s < iv[1] for s, e in missing)]
+        mine: list[Interval] = []
+        for interval in missing:
+            mine += subtract_intervals(interval, [iv for iv, _ in others])
+        pieces = [piece for interval in mine for piece in split_interval(interval, request.period_us)]
+        loop = asyncio.get_running_loop()
+        own = [(piece, loop.create_future()) for piece in pieces]
+        registry.extend(own)
+        try:
+            if pieces:
+                outcome = context.hook.dexorder_fill_gaps(context=context, request=request, ranges=pieces)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+                for _, future in own:
+                    future.set_result(None)
+            if others:
+                await asyncio.gather(*(asyncio.shield(fut) for _, fut in others))
+        except BaseException as exc:
+            for _, future in own:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                    future.exception()  # mark retrieved: the waiters re-raise it themselves
+            raise
+        finally:
+            for item in own:
+                registry.remove(item)
+            if not registry:
+                self._in_flight.pop(key, None)

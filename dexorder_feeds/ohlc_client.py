@@ -1,0 +1,155 @@
+"""``OHLCClient``: the seed's high-level API with smart caching.
+
+``OHLCClient()`` with no arguments, environment or config file uses a warehouse in the user's
+cache directory and the in-process historian (the embedded default). With ``relay_endpoint`` and
+``notification_endpoint`` configured, gap fills go through the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from .config import Settings, resolve_settings
+from .errors import ClientClosedError
+from .fetcher import FetchContext, Fetcher
+from .iceberg_client import FetchRequest, IcebergClient
+from .markets import MarketInfo
+from .plugins import get_plugin_manager
+from .transport import HistoryTransport
+
+__all__ = ["OHLCClient"]
+
+log = logging.getLogger(__name__)
+
+
+class OHLCClient:
+    """Fetch OHLC candles: cached ones from Iceberg, missing ones through the historian.
+
+    Lifecycle: ``await start()`` (or ``async with``), any number of ``fetch_ohlc``, then
+    ``await stop()``. A fetch before ``start()`` starts the client; one after ``stop()`` raises
+    :class:`~dexorder_feeds.errors.ClientClosedError`. A client belongs to the event loop it
+    was started on.
+    """
+
+    def __init__(
+        self,
+        iceberg_catalog_uri: str | None = None,
+        relay_endpoint: str | None = None,
+        notification_endpoint: str | None = None,
+        namespace: str | None = None,
+        *,
+        catalog_properties: Mapping[str, Any] | None = None,
+        sources: Mapping[str, str] | list[str] | None = None,
+        request_timeout: float | None = None,
+        config_file: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or resolve_settings(
+            iceberg_catalog_uri=iceberg_catalog_uri,
+            relay_endpoint=relay_endpoint,
+            notification_endpoint=notification_endpoint,
+            namespace=namespace,
+            catalog_properties=catalog_properties,
+            sources=sources,
+            request_timeout=request_timeout,
+            config_file=config_file,
+        )
+        self._fetcher: Fetcher | None = None
+        self._history: HistoryTransport | None = None
+        self._iceberg: IcebergClient | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "started" if self._fetcher else "new"
+        return f"<OHLCClient {state} {self.settings!r}>"
+
+    @property
+    def iceberg(self) -> IcebergClient:
+        """The client's :class:`IcebergClient` (available once started)."""
+        if self._iceberg is None:
+            raise ClientClosedError("the client is not started; call await client.start() first")
+        return self._iceberg
+
+    async def start(self) -> None:
+        """Open the warehouse and connect the history transport (subscribing first)."""
+        if self._closed:
+            raise ClientClosedError("this OHLCClient was stopped; create a new one")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._fetcher is not None:
+                return
+            settings = self.settings
+            history: HistoryTransport
+            if settings.embedded:
+                from .embedded import EmbeddedHistory, shared_historian
+
+                historian = await asyncio.to_thread(shared_historian, settings)
+                iceberg = IcebergClient(warehouse=historian.warehouse)
+                history = EmbeddedHistory(historian)
+            else:
+                from .history_client import HistoryClient
+
+                iceberg = await asyncio.to_thread(
+                    IcebergClient, settings.iceberg_catalog_uri, settings.namespace,
+                    catalog_properties=settings.catalog_properties,
+                )
+                assert settings.relay_endpoint and settings.notification_endpoint
+                history = HistoryClient(settings.relay_endpoint, settings.notification_endpoint)
+            await asyncio.to_thread(iceberg.warehouse.ensure_tables)
+            await history.connect()
+            self._iceberg, self._history = iceberg, history
+            self._fetcher = Fetcher(FetchContext(iceberg, history, settings, get_plugin_manager().hook,
+                                                 settings.request_timeout))
+
+    async def stop(self) -> None:
+        """Close sockets and tasks; the client cannot be used afterwards."""
+        self._closed = True
+        history, self._history, self._fetcher = self._history, None, None
+        if history is not None:
+            await history.close()
+
+    async def __aenter__(self) -> OHLCClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def fetch_ohlc(
+        self,
+        ticker: str,
+        period_seconds: int | str,
+        start_time: Any,
+        end_time: Any,
+        request_timeout: float | None = None,
+    ) -> pd.DataFrame:
+        """Candles with timestamps in ``[start_time, end_time]``: from the cache, missing ranges
+        requested from the historian first.
+
+        Times are integer µs, ``datetime``, ``pandas.Timestamp`` or ISO strings (naive = UTC);
+        ``period_seconds`` is seconds or ``1m``/``1h``/…; ``request_timeout`` defaults to the
+        client's (30 s). Returns the seed's DataFrame sorted by timestamp, integer columns, with
+        ``attrs["snapshot_id"]`` naming the Iceberg snapshot read.
+        """
+        request = FetchRequest.create(ticker, period_seconds, start_time, end_time)
+        if self._closed:
+            raise ClientClosedError("this OHLCClient was stopped; create a new one")
+        if self._fetcher is None:
+            await self.start()
+        assert self._fetcher is not None
+        return await self._fetcher.fetch(request, request_timeout)
+
+    async def price_scale(self, ticker: str) -> MarketInfo | None:
+        """The market's decimals (through the ``dexorder_price_scale`` hook), or None if unknown."""
+        if self._fetcher is None:
+            await self.start()
+        assert self._fetcher is not None
+        context = self._fetcher.context
+        return await asyncio.to_thread(context.hook.dexorder_price_scale, context=context, ticker=ticker)

@@ -1,0 +1,159 @@
+"""The sync face: run the async core on one lazily started daemon event-loop thread.
+
+Works in a plain script, inside a running event loop (a notebook cell: the caller's loop is not
+touched, the call blocks on the background loop), and from many threads at once. The original
+exception is re-raised in the caller; timeouts are honoured; the loop is recreated after a fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import os
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from .config import resolve_settings
+from .errors import RequestTimeoutError
+
+__all__ = ["run_sync", "fetch_ohlc", "price_scale", "get_loop", "close_sync_clients"]
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_clients: dict[tuple, Any] = {}
+
+
+def _reset_after_fork() -> None:
+    global _loop, _thread, _lock
+    _loop, _thread, _lock = None, None, threading.Lock()
+    _clients.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The background loop (started on first use)."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            thread = threading.Thread(target=run, name="dexorder-sync-loop", daemon=True)
+            thread.start()
+            ready.wait()
+            _loop, _thread = loop, thread
+        return _loop
+
+
+def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on the background loop and return its result (or raise its exception)."""
+    loop = get_loop()
+    if threading.current_thread() is _thread:
+        coro.close()
+        raise RuntimeError("run_sync called from the dexorder sync loop itself; await the coroutine instead")
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise RequestTimeoutError(f"the call did not finish within {timeout} s") from None
+
+
+async def _client_for(settings_key: tuple, settings: Any) -> Any:
+    from .ohlc_client import OHLCClient
+
+    client = _clients.get(settings_key)
+    if client is None:
+        client = OHLCClient(settings=settings)
+        _clients[settings_key] = client
+    await client.start()
+    return client
+
+
+async def _fetch(settings: Any, args: tuple, request_timeout: float | None) -> pd.DataFrame:
+    client = await _client_for(settings.key(), settings)
+    return await client.fetch_ohlc(*args, request_timeout=request_timeout)
+
+
+def _settings(**kwargs: Any) -> Any:
+    return resolve_settings(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def fetch_ohlc(
+    ticker: str,
+    period_seconds: int | str,
+    start_time: Any,
+    end_time: Any,
+    request_timeout: float | None = None,
+    *,
+    iceberg_catalog_uri: str | None = None,
+    relay_endpoint: str | None = None,
+    notification_endpoint: str | None = None,
+    namespace: str | None = None,
+    catalog_properties: Mapping[str, Any] | None = None,
+    sources: Mapping[str, str] | list[str] | None = None,
+) -> pd.DataFrame:
+    """Blocking :meth:`OHLCClient.fetch_ohlc` on a shared client per settings.
+
+    Settings not given come from the environment and config file, as for ``OHLCClient``.
+    """
+    settings = _settings(
+        iceberg_catalog_uri=iceberg_catalog_uri, relay_endpoint=relay_endpoint,
+        notification_endpoint=notification_endpoint, namespace=namespace,
+        catalog_properties=catalog_properties, sources=sources,
+    )
+    return run_sync(_fetch(settings, (ticker, period_seconds, start_time, end_time), request_timeout))
+
+
+async def _price_scale(settings: Any, ticker: str) -> Any:
+    client = await _client_for(settings.key(), settings)
+    return await client.price_scale(ticker)
+
+
+def price_scale(ticker: str, **settings: Any) -> Any:
+    """Blocking :meth:`OHLCClient.price_scale` (the market's decimals) on the shared client."""
+    return run_sync(_price_scale(_settings(**settings), ticker))
+
+
+async def _close_all() -> None:
+    clients = list(_clients.values())
+    _clients.clear()
+    for client in clients:
+        await client.stop()
+
+
+def close_sync_clients(timeout: float = 5.0) -> None:
+    """Stop the shared clients and the background loop (also run at interpreter exit)."""
+    global _loop, _thread
+    with _lock:
+        loop, thread = _loop, _thread
+        _loop, _thread = None, None
+    if loop is None or loop.is_closed():
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(_close_all(), loop).result(timeout)
+    except Exception:  # exiting anyway: never hang or fail at exit
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+    if thread is not None:
+        thread.join(timeout)
+    if not loop.is_running():
+        loop.close()
+
+
+atexit.register(close_sync_clients)

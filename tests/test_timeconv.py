@@ -1,0 +1,71 @@
+"""Time and period parsing: every accepted type, and the unit errors that name the likely unit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dexorder_feeds.errors import InvalidPeriodError, InvalidTimeRangeError
+from dexorder_feeds.timeconv import parse_period, to_micros
+
+SEED_START = 1735689600000000
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        SEED_START,
+        np.int64(SEED_START),
+        str(SEED_START),
+        datetime(2025, 1, 1, tzinfo=timezone.utc),
+        datetime(2025, 1, 1),  # naive = UTC
+        datetime(2025, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+        pd.Timestamp("2025-01-01", tz="UTC"),
+        pd.Timestamp("2025-01-01"),
+        "2025-01-01",
+        "2025-01-01T00:00:00Z",
+        "2025-01-01T01:00:00+01:00",
+        np.datetime64("2025-01-01T00:00:00"),
+    ],
+)
+def test_accepted_time_types_give_the_same_micros(value):
+    assert to_micros(value) == SEED_START
+
+
+@pytest.mark.parametrize(
+    "value, unit, fix",
+    [
+        (1735689600, "seconds", "1735689600000000"),
+        (1735689600000, "milliseconds", "1735689600000000"),
+        (1735689600000000000, "nanoseconds", "1735689600000000"),
+    ],
+)
+def test_wrong_units_are_named(value, unit, fix):
+    with pytest.raises(InvalidTimeRangeError, match=unit) as info:
+        to_micros(value, name="start_time")
+    assert fix in str(info.value) and "start_time" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("value", [-5, 1.5e15, "yesterday-ish", None, object(), True])
+def test_non_times_are_rejected(value):
+    with pytest.raises(InvalidTimeRangeError):
+        to_micros(value)
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [(60, 60), ("60", 60), ("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("4h", 14400),
+     ("1d", 86400), ("1w", 604800), (np.int64(3600), 3600), ("2H", 7200)],
+)
+def test_periods(value, seconds):
+    assert parse_period(value) == seconds
+
+
+@pytest.mark.parametrize("value", [0, -60, 3600.5, "1y", "", "h", True, None])
+def test_bad_periods(value):
+    with pytest.raises(InvalidPeriodError):
+        parse_period(value)
