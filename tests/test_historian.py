@@ -172,3 +172,10 @@ def test_validate_request_reports_no_interval_for_a_future_range():
     now = now_micros()
     valid = validate_request(request(start_time=now + 10 * H, end_time=now + 20 * H), now=now)
     assert valid.interval is None
+
+
+def test_an_empty_answer_stores_no_market_decimals(warehouse):
+    note = Historian(warehouse).handle(request(start_time=1388534400000000, end_time=1388534400000000 + 9 * H))
+    assert note.status == Notification.NOT_FOUND
+    assert warehouse.read_coverage(SEED_TICKER, 3600) == [(1388534400000000, 1388534400000000 + 10 * H)]
+    assert warehouse.read_market(SEED_TICKER) is None

@@ -184,7 +184,11 @@ class Historian:
 
         def commit() -> tuple[int, int]:
             t1 = time.perf_counter()
-            market = self.warehouse.read_market(ticker) or self.warehouse.write_market(source_market, source.name)
+            market = self.warehouse.read_market(ticker)
+            if market is None:
+                # An empty answer says nothing about the market's precision: store decimals
+                # only with the first candles, so files added later are not held to 0/0.
+                market = source_market if frame.empty else self.warehouse.write_market(source_market, source.name)
             if got.scaled:
                 scaled = _rescale(frame, source_market, market)
             else:

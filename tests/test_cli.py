@@ -1,0 +1,63 @@
+"""The dexorder-feeds command: fetch (print, csv, parquet), coverage, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dexorder_feeds.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "DEXORDER_CACHE_DIR": str(cache)})
+
+
+def test_the_readme_main_job_prints_168_candles(tmp_path):
+    result = cli("fetch", "SIM:BTC/USDT", "--period", "1h", "--start", "2025-01-01", "--end", "2025-01-07T23:59:59",
+                 cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("168 candles of SIM:BTC/USDT (3600 s)")
+    assert "2025-01-01 00:00:00+00:00" in result.stdout and "2025-01-07 23:00:00+00:00" in result.stdout
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_fetch_writes_files(tmp_path, suffix):
+    out = tmp_path / f"out{suffix}"
+    result = cli("fetch", "SIM:ETH/USDT", "--period", "4h", "--start", "2025-01-01", "--end", "2025-01-02",
+                 "-o", str(out), cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    assert len(frame) == 7 and frame["ticker"].eq("SIM:ETH/USDT").all()
+    assert frame["timestamp"].diff().dropna().eq(4 * 3600 * 10**6).all()
+
+
+def test_coverage_lists_what_the_warehouse_holds(tmp_path):
+    cli("fetch", "SIM:BTC/USDT", "--start", "2025-01-01", "--end", "2025-01-01T09:00", cache=tmp_path)
+    cli("fetch", "SIM:BTC/USDT", "--period", "1d", "--start", "2014-06-01", "--end", "2014-06-03", cache=tmp_path)
+    result = cli("coverage", cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("SIM:BTC/USDT" in line and "3600" in line and line.rstrip().endswith(" 10") for line in lines), result.stdout
+    assert any("86400" in line and line.rstrip().endswith(" 0") for line in lines), "the empty range is listed with 0 candles"
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (("fetch", "btcusdt", "--start", "2025-01-01", "--end", "2025-01-02"), "malformed"),
+        (("fetch", "SIM:BTC/USDT", "--period", "0", "--start", "2025-01-01", "--end", "2025-01-02"), "positive"),
+        (("fetch", "SIM:BTC/USDT", "--start", "1735689600", "--end", "2025-01-02"), "looks like seconds"),
+        (("fetch", "SIM:BTC/USDT", "--start", "2025-01-03", "--end", "2025-01-02"), "after"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, args, text):
+    result = cli(*args, cache=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and text in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,93 @@
+"""The ``sim`` ingest source: deterministic, internally consistent candles for any period."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dexorder_feeds.markets import MarketInfo, scale_to_integers
+from dexorder_feeds.server.sources.sim import PRICE_DECIMALS, VOLUME_DECIMALS, SimulatedSource
+from dexorder_feeds.tickers import parse_ticker
+
+WEEK_START = 1735689600000000  # 2025-01-01 00:00 UTC
+BTC = parse_ticker("SIM:BTC/USDT")
+
+
+def fetch(period: int, count: int, ticker: str = "SIM:BTC/USDT", start: int = WEEK_START) -> pd.DataFrame:
+    period_us = period * 1_000_000
+    start = start // period_us * period_us
+    return SimulatedSource().fetch_candles(parse_ticker(ticker), period, start, start + count * period_us).frame
+
+
+def test_same_request_gives_the_same_candles() -> None:
+    first = SimulatedSource().fetch_candles(BTC, 3600, WEEK_START, WEEK_START + 168 * 3_600_000_000)
+    second = SimulatedSource().fetch_candles(BTC, 3600, WEEK_START, WEEK_START + 168 * 3_600_000_000)
+    pd.testing.assert_frame_equal(first.frame, second.frame)
+    assert first.market == second.market
+    assert len(first.frame) == 168
+
+
+@pytest.mark.parametrize("period", [60, 3600, 86400])
+def test_a_sub_range_is_the_slice_of_a_larger_range(period: int) -> None:
+    period_us = period * 1_000_000
+    whole = fetch(period, 200)
+    part = SimulatedSource().fetch_candles(BTC, period, WEEK_START + 37 * period_us, WEEK_START + 91 * period_us).frame
+    pd.testing.assert_frame_equal(part.reset_index(drop=True), whole.iloc[37:91].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("period", [60, 300, 3600, 86400])
+def test_candle_invariants_hold_for_any_period(period: int) -> None:
+    frame = fetch(period, 1000)
+    period_us = period * 1_000_000
+    assert len(frame) == 1000
+    ts = frame["timestamp"].to_numpy()
+    assert (ts % period_us == 0).all() and (np.diff(ts) == period_us).all()
+    o, h, lo, c = (frame[name].to_numpy() for name in ("open", "high", "low", "close"))
+    assert (h >= np.maximum(o, c)).all()
+    assert (lo <= np.minimum(o, c)).all()
+    assert (lo > 0).all()
+    assert (frame["volume"] >= 0).all()
+    assert (frame["buy_vol"] >= 0).all() and (frame["sell_vol"] >= 0).all()
+    assert (frame["buy_vol"] + frame["sell_vol"] == frame["volume"]).all()
+
+
+def test_values_are_scaled_integers_with_the_markets_decimals() -> None:
+    got = SimulatedSource().fetch_candles(BTC, 3600, WEEK_START, WEEK_START + 24 * 3_600_000_000)
+    assert got.scaled is True
+    assert (got.market.price_decimals, got.market.volume_decimals) == (PRICE_DECIMALS, VOLUME_DECIMALS)
+    assert got.market.ticker == "SIM:BTC/USDT"
+    for name in ("open", "high", "low", "close", "volume", "buy_vol", "sell_vol"):
+        assert got.frame[name].dtype == np.int64, name
+    # Integer candles pass through the natural-unit path unchanged with zero decimals.
+    unit = scale_to_integers(got.frame, MarketInfo(got.market.ticker, 0, 0))
+    assert (unit["close"].to_numpy() == got.frame["close"].to_numpy()).all()
+
+
+def test_longer_periods_agree_with_shorter_ones_on_price_levels() -> None:
+    hourly = fetch(3600, 48)
+    daily = fetch(86400, 2)
+    # The day's open and the open of its first hour come from the same continuous price path.
+    assert daily["open"].iloc[0] == hourly["open"].iloc[0]
+    assert daily["open"].iloc[1] == hourly["open"].iloc[24]
+
+
+def test_different_tickers_give_different_prices() -> None:
+    btc = fetch(3600, 50, "SIM:BTC/USDT")
+    eth = fetch(3600, 50, "SIM:ETH/USDT")
+    other_exchange = fetch(3600, 50, "SIMX:BTC/USDT")
+    assert not np.array_equal(btc["close"].to_numpy(), eth["close"].to_numpy())
+    assert not np.array_equal(btc["close"].to_numpy(), other_exchange["close"].to_numpy())
+    assert (btc["timestamp"].to_numpy() == eth["timestamp"].to_numpy()).all()
+
+
+def test_empty_range_gives_no_candles() -> None:
+    got = SimulatedSource().fetch_candles(BTC, 3600, WEEK_START, WEEK_START)
+    assert len(got.frame) == 0
+
+
+def test_no_candles_before_the_listing() -> None:
+    listing = 1420070400_000000  # 2015-01-01 00:00 UTC
+    day_us = 86400 * 1_000_000
+    got = SimulatedSource().fetch_candles(BTC, 86400, listing - 3 * day_us, listing + 2 * day_us)
+    assert list(got.frame["timestamp"]) == [listing, listing + day_us]

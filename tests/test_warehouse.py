@@ -1,0 +1,95 @@
+"""The warehouse layout and its failure modes, on a real SQLite-backed Iceberg catalog."""
+
+from __future__ import annotations
+
+import pytest
+
+from dexorder_feeds.catalog import catalog_properties, open_catalog, redact, scrub
+from dexorder_feeds.errors import InvalidRequestError, WarehouseError
+from dexorder_feeds.server.historian import Historian
+from dexorder_feeds.warehouse import CANDLE_COLUMNS, Warehouse
+from dexorder_feeds.wire import HistoryRequest, Notification
+
+from conftest import SEED_END, SEED_START, SEED_TICKER
+
+H = 3_600_000_000
+
+
+def test_tables_partitioning_and_sort_order(warehouse):
+    ohlc = warehouse.load_table("ohlc")
+    assert [f.name for f in ohlc.schema().fields] == list(CANDLE_COLUMNS)
+    assert [f.name for f in ohlc.spec().fields] == ["ticker", "period_seconds"]
+    assert [ohlc.schema().find_column_name(f.source_id) for f in ohlc.sort_order().fields] == ["timestamp"]
+    assert ohlc.properties["commit.retry.num-retries"] == "0"
+    assert {f.name for f in warehouse.load_table("coverage").schema().fields} >= {"start_time", "end_time", "row_count"}
+    assert {f.name for f in warehouse.load_table("markets").schema().fields} >= {"price_decimals", "volume_decimals"}
+
+
+def test_ensure_tables_is_idempotent_across_warehouse_objects(warehouse):
+    again = Warehouse(warehouse.catalog)
+    again.ensure_tables()
+    again.ensure_tables()
+    assert len(warehouse.catalog.list_tables("trading")) == 3
+
+
+def test_reads_prune_to_one_partition_and_the_range(warehouse):
+    historian = Historian(warehouse)
+    for ticker in ("SIM:BTC/USDT", "SIM:ETH/USDT"):
+        historian.handle(HistoryRequest(request_id=ticker, ticker=ticker, period_seconds=3600,
+                                        start_time=SEED_START, end_time=SEED_END))
+    table = warehouse.load_table("ohlc")
+    from pyiceberg.expressions import And, EqualTo
+
+    tasks = list(table.scan(row_filter=And(EqualTo("ticker", "SIM:ETH/USDT"), EqualTo("period_seconds", 3600))).plan_files())
+    assert len(tasks) == 1 and tasks[0].file.partition[0] == "SIM:ETH/USDT"
+    data, snapshot = warehouse.read_candles("SIM:ETH/USDT", 3600, (SEED_START + 10 * H, SEED_START + 20 * H))
+    assert data["timestamp"].to_pylist() == [SEED_START + i * H for i in range(10, 20)]
+    assert set(data["ticker"].to_pylist()) == {"SIM:ETH/USDT"}
+    assert snapshot == table.current_snapshot().snapshot_id
+
+
+def test_append_skips_candles_already_stored(warehouse):
+    historian = Historian(warehouse)
+    historian.handle(HistoryRequest(request_id="a", ticker=SEED_TICKER, period_seconds=3600,
+                                    start_time=SEED_START, end_time=SEED_START + 9 * H))
+    table, _ = warehouse.read_candles(SEED_TICKER, 3600, (SEED_START, SEED_START + 10 * H))
+    added, total = warehouse.append_new_candles(SEED_TICKER, 3600, (SEED_START, SEED_START + 10 * H), table)
+    assert (added, total) == (0, 10)
+
+
+def test_catalog_uris():
+    assert catalog_properties("sqlite:////tmp/x/c.db")["warehouse"] == "file:///tmp/x/warehouse"
+    assert catalog_properties("http://cat:8181", {"credential": "a:b"})["type"] == "rest"
+    with pytest.raises(InvalidRequestError, match="warehouse"):
+        catalog_properties("postgresql+psycopg://u:p@h/db")
+    with pytest.raises(InvalidRequestError, match="unsupported scheme"):
+        catalog_properties("ftp://x")
+    assert redact({"credential": "a:b", "uri": "postgresql://u:pw@h/db"}) == {"credential": "***", "uri": "postgresql://u:***@h/db"}
+    assert "supersecret" not in scrub("failed with supersecret", {"s3.secret-access-key": "supersecret"})
+
+
+def test_a_read_only_warehouse_directory_is_a_clear_error_and_keeps_data(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'ro' / 'catalog.db'}"
+    warehouse = Warehouse(open_catalog(uri))
+    historian = Historian(warehouse)
+    ok = historian.handle(HistoryRequest(request_id="a", ticker=SEED_TICKER, period_seconds=3600,
+                                         start_time=SEED_START, end_time=SEED_START + 9 * H))
+    assert ok.status == Notification.OK
+    data_dir = tmp_path / "ro" / "warehouse"
+    # Replace the data directory of the ohlc table with a file: writes fail for every user,
+    # root included, the way a read-only or vanished mount fails.
+    target = data_dir / "trading" / "ohlc" / "data"
+    moved = target.with_name("data.moved")
+    target.rename(moved)
+    target.write_text("not a directory")
+    try:
+        bad = historian.handle(HistoryRequest(request_id="b", ticker=SEED_TICKER, period_seconds=3600,
+                                              start_time=SEED_START + 10 * H, end_time=SEED_START + 19 * H))
+    finally:
+        target.unlink()
+        moved.rename(target)
+    assert bad.status == Notification.ERROR
+    assert "failed" in bad.error_message and "check" in bad.error_message, bad.error_message
+    data, _ = warehouse.read_candles(SEED_TICKER, 3600, (0, 2**62))
+    assert data.num_rows == 10, "the failed write must leave the stored candles as they were"
+    warehouse.close()
