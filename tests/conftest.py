@@ -35,3 +35,16 @@ def warehouse(catalog_uri):
     wh.ensure_tables()
     yield wh
     wh.close()
+
+
+@pytest.fixture(scope="session")
+def relay_server(tmp_path_factory):
+    """A real `dexorder-feeds serve` on free loopback ports with its own SQLite catalog.
+
+    Attributes: relay_endpoint, notification_endpoint, catalog_uri, pid, proc;
+    logs() / wait_for_log(text, timeout) for its INFO log; terminate() / kill().
+    """
+    from relay_process import relay_process
+
+    with relay_process(tmp_path_factory.mktemp("relay")) as relay:
+        yield relay

@@ -179,3 +179,12 @@ def test_an_empty_answer_stores_no_market_decimals(warehouse):
     assert note.status == Notification.NOT_FOUND
     assert warehouse.read_coverage(SEED_TICKER, 3600) == [(1388534400000000, 1388534400000000 + 10 * H)]
     assert warehouse.read_market(SEED_TICKER) is None
+
+
+def test_repeating_a_stored_range_adds_no_snapshot(warehouse):
+    historian = Historian(warehouse)
+    historian.handle(request())
+    snapshots = len(warehouse.load_table("coverage").snapshots()), len(warehouse.load_table("ohlc").snapshots())
+    again = historian.handle(request(request_id="again"))
+    assert again.status == Notification.OK and again.row_count == 168
+    assert (len(warehouse.load_table("coverage").snapshots()), len(warehouse.load_table("ohlc").snapshots())) == snapshots

@@ -27,7 +27,7 @@ from ..errors import (
     PrecisionError,
 )
 from ..markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
-from ..ranges import Interval, candle_interval
+from ..ranges import Interval, candle_interval, subtract_intervals
 from ..tickers import Ticker, parse_ticker
 from ..timeconv import now_micros, to_micros
 from ..warehouse import Warehouse, candle_arrow_schema
@@ -195,7 +195,10 @@ class Historian:
                 scaled = scale_to_integers(frame, market)
             table = self._to_arrow(ticker, valid.period_seconds, scaled)
             added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, valid.interval, table)
-            self.warehouse.record_coverage(ticker, valid.period_seconds, valid.interval, stored, valid.request_id)
+            covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
+            if added or subtract_intervals(valid.interval, covered):
+                # A repeat of a range already recorded adds no snapshot.
+                self.warehouse.record_coverage(ticker, valid.period_seconds, valid.interval, stored, valid.request_id)
             timings["commit"] = time.perf_counter() - t1
             return added, stored
 

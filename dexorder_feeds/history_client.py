@@ -1,0 +1,472 @@
+"""``HistoryClient``: history requests to the relay over ZeroMQ, as the seed documents it.
+
+::
+
+    client = HistoryClient(relay_endpoint="tcp://relay:5559", notification_endpoint="tcp://relay:5558")
+    await client.connect()
+    result = await client.request_historical_ohlc("BINANCE:BTC/USDT", 3600,
+                                                  1735689600000000, 1736294399000000)
+    await client.close()
+
+How it talks to the relay (:mod:`dexorder_feeds.server.relay`):
+
+- ``connect()`` subscribes a SUB socket to ``RESPONSE:{client_id}`` on the notification
+  endpoint, opens a DEALER (``IMMEDIATE=1``, ``LINGER=0``) to the relay endpoint, and then sends
+  ``SubscribeCheck`` until the relay answers that the subscription is live there. So when
+  ``connect()`` returns, no notification can be lost to the slow-joiner race.
+  ``RelayUnavailableError`` (a ``ConnectionError``) if that does not happen within
+  ``connect_timeout``.
+- ``request_historical_ohlc()`` registers the wait for its notification *before* sending,
+  sends the request (an empty delimiter frame, then the payload: REQ-compatible), and waits for
+  the relay's immediate reply. With no reply within ``reply_timeout`` it resets the DEALER and
+  sends the same ``request_id`` again (the relay treats a repeat as the same request), up to
+  ``max_attempts`` times, then raises ``RelayUnavailableError``. A rejection raises the
+  relay's error class (an :class:`~dexorder_feeds.errors.InvalidRequestError`, a
+  ``ValueError``). Then it waits for the completion notification:
+  :class:`~dexorder_feeds.errors.RequestTimeoutError` (a ``TimeoutError``) if none arrives
+  within ``timeout`` (counted from the call, so it bounds the whole request); status ``ERROR``
+  raises a ``ValueError`` with the server's message; ``NOT_FOUND`` is returned as a status.
+
+Choices beyond the seed:
+
+- A request before ``connect()`` connects first (within the request's ``timeout``), so the
+  seed's race-condition warning can no longer bite; calling ``connect()`` explicitly still
+  works and surfaces connection problems early.
+- Inputs are validated before anything is sent (:func:`dexorder_feeds.transport.check_request_args`,
+  the same checks as the embedded transport, with the server's error classes): ``ticker``
+  (``EXCHANGE:BASE/QUOTE``), ``period_seconds`` (positive whole seconds), ``start_time`` /
+  ``end_time`` (µs, ``datetime``, ``pandas.Timestamp`` or ISO text; ``start <= end``) and
+  ``limit`` (positive).
+- Several concurrent requests share one client (multiplexed by ``request_id``).
+- A client belongs to the event loop that connected it: ZeroMQ asyncio sockets must not be
+  awaited from two loops. Use one client per loop (or the sync face, which runs one loop).
+- Using a closed client raises :class:`~dexorder_feeds.errors.ClientClosedError`.
+
+Observers get ``dexorder_request_sent`` right after a request is first sent and
+``dexorder_notification_received`` when its notification arrives (see
+:mod:`dexorder_feeds.hookspecs`); an observer that raises is logged, never breaks the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from . import errors
+from .transport import (
+    HistoryTransport,
+    check_request_args,
+    error_from_type,
+    raise_for_error,
+    result_from_notification,
+)
+from .errors import ProtocolError
+from .wire import (
+    HistoryRequest,
+    Notification,
+    RequestReply,
+    SubscribeCheck,
+    decode_frame,
+    encode_frame,
+    notification_topic,
+)
+
+__all__ = ["HistoryClient", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_REPLY_TIMEOUT", "DEFAULT_MAX_ATTEMPTS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_REPLY_TIMEOUT = 5.0
+DEFAULT_MAX_ATTEMPTS = 3
+# The relay holds a SubscribeCheck up to 5 s waiting for the subscription; give it that plus slack.
+_CHECK_ATTEMPT_SECONDS = 8.0
+
+
+class HistoryClient(HistoryTransport):
+    """Submit history requests to the relay and wait for their completion notifications."""
+
+    def __init__(
+        self,
+        relay_endpoint: str,
+        notification_endpoint: str,
+        client_id: str | None = None,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        if not relay_endpoint or not notification_endpoint:
+            raise errors.InvalidRequestError("HistoryClient needs both relay_endpoint and notification_endpoint")
+        if connect_timeout <= 0 or reply_timeout <= 0 or max_attempts < 1:
+            raise errors.InvalidRequestError("connect_timeout and reply_timeout must be positive, max_attempts >= 1")
+        self.relay_endpoint = relay_endpoint
+        self.notification_endpoint = notification_endpoint
+        self.client_id = client_id or uuid.uuid4().hex
+        self.connect_timeout = connect_timeout
+        self.reply_timeout = reply_timeout
+        self.max_attempts = max_attempts
+        self._context = context
+        self._topic = notification_topic(self.client_id)
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._connected = False
+        self._closed = False
+        self._sub: zmq.asyncio.Socket | None = None
+        self._dealer: zmq.asyncio.Socket | None = None
+        self._generation = 0
+        self._sub_task: asyncio.Task[None] | None = None
+        self._dealer_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # every receiver ever started, until it ends
+        self._replies: dict[str, asyncio.Future[RequestReply]] = {}
+        self._notifications: dict[str, asyncio.Future[Notification]] = {}
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self._connected else "new"
+        return (f"HistoryClient(relay_endpoint={self.relay_endpoint!r}, "
+                f"notification_endpoint={self.notification_endpoint!r}, client_id={self.client_id!r}, {state})")
+
+    @property
+    def connected(self) -> bool:
+        """True once ``connect()`` proved the notification subscription live at the relay."""
+        return self._connected and not self._closed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def __aenter__(self) -> HistoryClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Subscribe to this client's notifications and wait until the relay sees the subscription.
+
+        Raises :class:`~dexorder_feeds.errors.RelayUnavailableError` (a ``ConnectionError``) if the
+        relay does not confirm it within ``connect_timeout`` seconds. Calling it again is a no-op.
+        """
+        await self._connect(self.connect_timeout)
+
+    async def _connect(self, timeout: float) -> None:
+        self._check_open()
+        loop = self._check_loop()
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            self._check_open()
+            if self._connected:
+                return
+            deadline = loop.time() + timeout
+            try:
+                context = self._context or zmq.asyncio.Context.instance()
+                sub = context.socket(zmq.SUB)
+                self._sub = sub
+                sub.setsockopt(zmq.LINGER, 0)
+                sub.setsockopt(zmq.SUBSCRIBE, self._topic)
+                self._connect_socket(sub, self.notification_endpoint, "notification_endpoint")
+                self._sub_task = self._start_task(self._receive_notifications(sub), "history-notifications")
+                self._open_dealer()
+                await self._confirm_subscription(deadline, timeout)
+            except BaseException:
+                self._teardown()
+                await self._drain_tasks()
+                raise
+            self._connected = True
+            log.debug("HistoryClient %s connected to %s / %s", self.client_id, self.relay_endpoint,
+                      self.notification_endpoint)
+
+    async def close(self) -> None:
+        """Cancel the background tasks and close the sockets (linger 0). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._connected = False
+        self._teardown()
+        await self._drain_tasks()
+
+    async def _drain_tasks(self) -> None:
+        """Wait for the cancelled receivers to end (only possible on their own loop)."""
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if self._tasks and same_loop:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _start_task(self, coro: Any, name: str) -> asyncio.Task[None]:
+        assert self._loop is not None
+        task = self._loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _teardown(self) -> None:
+        """Fail pending waits, cancel tasks, close sockets (no await: safe from any state)."""
+        closed = errors.ClientClosedError(f"HistoryClient {self.client_id} was closed while a request waited")
+        for waits in (self._replies, self._notifications):
+            for future in waits.values():
+                if not future.done():
+                    future.set_exception(closed)
+                    future.exception()  # the waiter (if any) still gets it; no "never retrieved" noise
+            waits.clear()
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        for sock in (self._sub, self._dealer):
+            if sock is not None and not sock.closed:
+                sock.close(linger=0)
+        self._sub = self._dealer = None
+        self._sub_task = self._dealer_task = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.ClientClosedError(f"HistoryClient {self.client_id} is closed; create a new one")
+
+    def _check_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("a HistoryClient belongs to the event loop that first used it; "
+                               "create one client per event loop")
+        return loop
+
+    @staticmethod
+    def _connect_socket(sock: zmq.asyncio.Socket, endpoint: str, name: str) -> None:
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise errors.InvalidRequestError(
+                f"{name}={endpoint!r} is not a ZeroMQ endpoint like 'tcp://host:5555': {exc}"
+            ) from None
+
+    def _open_dealer(self) -> None:
+        assert self._loop is not None
+        context = self._context or zmq.asyncio.Context.instance()
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        try:
+            self._connect_socket(dealer, self.relay_endpoint, "relay_endpoint")
+        except BaseException:
+            dealer.close(linger=0)
+            raise
+        self._dealer = dealer
+        self._generation += 1
+        self._dealer_task = self._start_task(self._receive_replies(dealer), "history-replies")
+
+    def _reset_dealer(self, generation: int) -> None:
+        """Lazy Pirate: drop the DEALER and its queued messages, open a fresh one."""
+        if generation != self._generation or self._closed:
+            return  # another request already reset it
+        if self._dealer_task is not None:
+            self._dealer_task.cancel()
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+        self._dealer = None
+        self._open_dealer()
+
+    # -- background receivers --------------------------------------------------------------------
+    async def _receive_replies(self, dealer: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames = await dealer.recv_multipart()
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            try:
+                reply = decode_frame(frames[-1], expect=(RequestReply,))
+            except ProtocolError as exc:
+                log.warning("HistoryClient %s: ignoring an invalid reply from the relay: %s", self.client_id, exc)
+                continue
+            future = self._replies.get(reply.request_id)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def _receive_notifications(self, sub: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames = await sub.recv_multipart()
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            if frames[0] != self._topic:
+                continue  # SUB matches prefixes: RESPONSE:abc also receives RESPONSE:abcd's
+            try:
+                if len(frames) != 2:
+                    raise ProtocolError(f"a notification must be [topic, frame], got {len(frames)} frames")
+                notification = decode_frame(frames[1], expect=(Notification,))
+            except ProtocolError as exc:
+                log.warning("HistoryClient %s: ignoring an invalid notification: %s", self.client_id, exc)
+                continue
+            future = self._notifications.get(notification.request_id)
+            if future is not None and not future.done():
+                future.set_result(notification)  # type: ignore[arg-type]
+            else:
+                log.debug("HistoryClient %s: notification for %s nobody waits for", self.client_id,
+                          notification.request_id)
+
+    # -- request / reply -------------------------------------------------------------------------
+    async def _confirm_subscription(self, deadline: float, timeout: float) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        last_reason = ""
+        while (remaining := deadline - loop.time()) > 0:
+            check = SubscribeCheck(client_id=self.client_id, request_id=uuid.uuid4().hex)
+            reply = await self._exchange(check.request_id, encode_frame(check),
+                                         min(remaining, _CHECK_ATTEMPT_SECONDS))
+            self._replies.pop(check.request_id, None)
+            if reply is None:
+                continue
+            if reply.accepted:
+                return
+            last_reason = reply.reason
+            if reply.error_type not in ("RelayUnavailableError", ""):
+                raise error_from_type(reply.error_type, reply.reason, default=errors.ProtocolError)
+        if last_reason:
+            raise errors.RelayUnavailableError(
+                f"the relay at {self.relay_endpoint} answered, but did not see this client's subscription on "
+                f"{self.notification_endpoint} within {timeout:g} s ({last_reason})"
+            )
+        raise errors.RelayUnavailableError(
+            f"the relay at {self.relay_endpoint} did not confirm this client's subscription on "
+            f"{self.notification_endpoint} within {timeout:g} s; check that `dexorder-feeds serve` runs "
+            "there and that both endpoints are right"
+        )
+
+    async def _exchange(self, request_id: str, frame: bytes, wait: float,
+                        on_sent: Any = None) -> RequestReply | None:
+        """Send one frame and wait up to ``wait`` seconds for its reply; on silence reset the
+        DEALER and return None."""
+        assert self._loop is not None
+        future = self._replies.get(request_id)
+        if future is None or future.done():
+            future = self._loop.create_future()
+            self._replies[request_id] = future
+        dealer, generation = self._dealer, self._generation
+        if dealer is None:
+            self._check_open()
+            raise errors.RelayUnavailableError("the connection to the relay was reset; try again")
+        attempt_deadline = self._loop.time() + wait
+        try:
+            await asyncio.wait_for(dealer.send_multipart([b"", frame]), wait)
+            if on_sent is not None:
+                on_sent()
+            return await asyncio.wait_for(asyncio.shield(future), max(attempt_deadline - self._loop.time(), 0))
+        except TimeoutError:
+            self._check_open()
+            self._reset_dealer(generation)
+            return None
+        except zmq.ZMQError:
+            self._check_open()  # closed under us by close(): ClientClosedError
+            self._reset_dealer(generation)
+            return None
+        finally:
+            if future.done():
+                self._replies.pop(request_id, None)
+
+    def _build_request(self, ticker: Any, period_seconds: Any, start_time: Any, end_time: Any,
+                       limit: int | None) -> HistoryRequest:
+        name, period, start, end = check_request_args(ticker, period_seconds, start_time, end_time, limit)
+        request = HistoryRequest(request_id=uuid.uuid4().hex, client_id=self.client_id, ticker=name,
+                                 period_seconds=period, start_time=start, end_time=end)
+        if limit is not None:
+            request.limit = limit
+        return request
+
+    async def request_historical_ohlc(
+        self,
+        ticker: str,
+        period_seconds: int,
+        start_time: int,
+        end_time: int,
+        timeout: float = 30.0,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Ask the historian for the candles in ``[start_time, end_time]`` (µs, inclusive) and wait
+        until they are stored. Returns the seed's result dict (``request_id``, ``status``,
+        ``error_message``, ``iceberg_namespace``, ``iceberg_table``, ``row_count``).
+
+        Raises ``ValueError`` subclasses for bad input, a rejection or status ``ERROR``;
+        ``ConnectionError`` (:class:`~dexorder_feeds.errors.RelayUnavailableError`) when the relay
+        does not answer; ``TimeoutError`` (:class:`~dexorder_feeds.errors.RequestTimeoutError`)
+        when no notification arrives within ``timeout`` seconds.
+        """
+        self._check_open()
+        loop = self._check_loop()
+        if not timeout or timeout <= 0:
+            raise errors.InvalidRequestError(f"timeout={timeout!r} must be a positive number of seconds")
+        request = self._build_request(ticker, period_seconds, start_time, end_time, limit)
+        request_id = request.request_id
+        deadline = loop.time() + timeout
+        if not self._connected:
+            await self._connect(min(self.connect_timeout, timeout))
+
+        notified: asyncio.Future[Notification] = loop.create_future()
+        self._notifications[request_id] = notified  # before sending: no notification can be missed
+        try:
+            reply = await self._send_request(request, deadline, timeout)
+            if not reply.accepted:
+                raise error_from_type(reply.error_type, reply.reason or "the relay rejected the request",
+                                      default=errors.InvalidRequestError)
+            try:
+                notification = await asyncio.wait_for(notified, max(deadline - loop.time(), 0))
+            except TimeoutError:
+                self._check_open()
+                raise errors.RequestTimeoutError(
+                    f"no completion notification for request {request_id} ({request.ticker} "
+                    f"{request.period_seconds}s [{request.start_time}, {request.end_time}]) within {timeout:g} s; "
+                    "the historian may still be working: retry with a longer timeout"
+                ) from None
+        finally:
+            self._notifications.pop(request_id, None)
+
+        result = result_from_notification(notification)
+        self._emit("dexorder_notification_received", result=result)
+        if notification.error_type == "RelayUnavailableError":
+            raise errors.RelayUnavailableError(notification.error_message)
+        return raise_for_error(result)
+
+    async def _send_request(self, request: HistoryRequest, deadline: float, timeout: float) -> RequestReply:
+        assert self._loop is not None
+        frame = encode_frame(request)
+        sent = False
+
+        def on_sent() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                self._emit("dexorder_request_sent", request_id=request.request_id, ticker=request.ticker,
+                           period_seconds=request.period_seconds, start_time=request.start_time,
+                           end_time=request.end_time)
+
+        attempts = 0
+        while attempts < self.max_attempts and (remaining := deadline - self._loop.time()) > 0:
+            attempts += 1
+            reply = await self._exchange(request.request_id, frame, min(self.reply_timeout, remaining), on_sent)
+            if reply is not None:
+                return reply
+            log.info("HistoryClient %s: no reply to request %s from %s (attempt %d of %d); reset the socket",
+                     self.client_id, request.request_id, self.relay_endpoint, attempts, self.max_attempts)
+        self._replies.pop(request.request_id, None)
+        raise errors.RelayUnavailableError(
+            f"the relay at {self.relay_endpoint} did not answer request {request.request_id} "
+            f"({attempts} attempts within {timeout:g} s); check that `dexorder-feeds serve` runs there"
+        )
+
+    @staticmethod
+    def _emit(hook_name: str, **kwargs: Any) -> None:
+        from .plugins import get_plugin_manager
+
+        try:
+            getattr(get_plugin_manager().hook, hook_name)(**kwargs)
+        except Exception:
+            log.exception("a dexorder_feeds plugin failed in %s; the request goes on", hook_name)
