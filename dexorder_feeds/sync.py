@@ -20,7 +20,7 @@ import pandas as pd
 from .config import resolve_settings
 from .errors import RequestTimeoutError
 
-__all__ = ["run_sync", "fetch_ohlc", "price_scale", "get_loop", "close_sync_clients"]
+__all__ = ["run_sync", "fetch_ohlc", "price_scale", "shared_client", "get_loop", "close_sync_clients"]
 
 T = TypeVar("T")
 
@@ -74,19 +74,21 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         raise RequestTimeoutError(f"the call did not finish within {timeout} s") from None
 
 
-async def _client_for(settings_key: tuple, settings: Any) -> Any:
+async def shared_client(settings: Any) -> Any:
+    """The started OHLCClient shared by every sync call with these settings (await it on the
+    background loop, e.g. ``run_sync(shared_client(settings))`` or from a coroutine run there)."""
     from .ohlc_client import OHLCClient
 
-    client = _clients.get(settings_key)
+    client = _clients.get(settings.key())
     if client is None:
         client = OHLCClient(settings=settings)
-        _clients[settings_key] = client
+        _clients[settings.key()] = client
     await client.start()
     return client
 
 
 async def _fetch(settings: Any, args: tuple, request_timeout: float | None) -> pd.DataFrame:
-    client = await _client_for(settings.key(), settings)
+    client = await shared_client(settings)
     return await client.fetch_ohlc(*args, request_timeout=request_timeout)
 
 
@@ -121,7 +123,7 @@ def fetch_ohlc(
 
 
 async def _price_scale(settings: Any, ticker: str) -> Any:
-    client = await _client_for(settings.key(), settings)
+    client = await shared_client(settings)
     return await client.price_scale(ticker)
 
 

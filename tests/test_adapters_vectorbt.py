@@ -1,0 +1,156 @@
+"""vbt.DexOrderData: real vectorbt on real SIM candles from a real Iceberg warehouse.
+
+Kept to one module with a single portfolio run: importing vectorbt and its numba JIT are slow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dexorder_feeds
+import vectorbt as vbt
+from dexorder_feeds import hookimpl
+from dexorder_feeds.errors import InvalidRequestError
+from dexorder_feeds.plugins import get_plugin_manager
+from dexorder_feeds.sync import close_sync_clients
+
+SYMBOLS = ["SIM:BTC/USDT", "SIM:ETH/USDT"]
+START = "2025-01-01"
+END = "2025-01-20T23:59:59"
+H = 3_600_000_000
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vbt-warehouse") / "catalog.db"
+    yield f"sqlite:///{path}"
+    close_sync_clients()
+
+
+def as_float(value, decimals: int) -> float:
+    return float(Decimal(int(value)).scaleb(-decimals))
+
+
+def expected_frame(uri, symbol, start=START, end=END, period=3600) -> pd.DataFrame:
+    ints = dexorder_feeds.fetch_ohlc(symbol, period, start, end, iceberg_catalog_uri=uri)
+    index = pd.DatetimeIndex([pd.Timestamp(int(ts), unit="us", tz="UTC") for ts in ints["timestamp"]], name="Open time")
+    columns = {name: [as_float(v, 2) for v in ints[col]] for col, name in
+               (("open", "Open"), ("high", "High"), ("low", "Low"), ("close", "Close"))}
+    columns.update({name: [as_float(v, 6) for v in ints[col]] for col, name in
+                    (("volume", "Volume"), ("buy_vol", "Buy Volume"), ("sell_vol", "Sell Volume"))})
+    return pd.DataFrame(columns, index=index)
+
+
+class Observer:
+    """A real plugin: slows cache reads down a little and records when each ran and for what."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.reads: list[tuple[str, int, float, float]] = []
+
+    @hookimpl(wrapper=True)
+    def dexorder_read_cache(self, context, request):
+        began = time.monotonic()
+        time.sleep(self.delay)
+        try:
+            return (yield)
+        finally:
+            with self.lock:
+                self.reads.append((request.ticker, request.start_time, began, time.monotonic()))
+
+
+@pytest.fixture
+def observer():
+    def attach(delay=0.0):
+        plugin = Observer(delay)
+        get_plugin_manager().register(plugin)
+        attached.append(plugin)
+        return plugin
+
+    attached: list[Observer] = []
+    yield attach
+    for plugin in attached:
+        get_plugin_manager().unregister(plugin)
+
+
+def test_download_two_symbols_gives_the_warehouse_candles_exactly(uri):
+    data = vbt.DexOrderData.download(SYMBOLS, start=START, end=END, timeframe="1h", iceberg_catalog_uri=uri)
+    assert isinstance(data, vbt.Data) and data.symbols == SYMBOLS
+    for symbol in SYMBOLS:
+        frame = data.data[symbol]
+        assert list(frame.columns) == ["Open", "High", "Low", "Close", "Volume", "Buy Volume", "Sell Volume"]
+        assert all(dtype == np.float64 for dtype in frame.dtypes)
+        assert str(frame.index.tz) == "UTC" and len(frame) == 20 * 24
+        pd.testing.assert_frame_equal(frame, expected_frame(uri, symbol), check_freq=False, check_exact=True,
+                                      check_index_type=False)
+    assert data.wrapper.freq == pd.Timedelta(hours=1)
+    close = data.get("Close")
+    assert list(close.columns) == SYMBOLS
+    # period_seconds= is the same request as timeframe=
+    same = vbt.DexOrderData.download(SYMBOLS[0], start=START, end=END, period_seconds=3600, iceberg_catalog_uri=uri)
+    pd.testing.assert_frame_equal(same.get(), data.data[SYMBOLS[0]])
+    single = vbt.DexOrderData.download_symbol(SYMBOLS[1], start=START, end=END, iceberg_catalog_uri=uri)
+    pd.testing.assert_frame_equal(single, data.data[SYMBOLS[1]], check_freq=False)
+
+
+def test_symbols_are_fetched_concurrently(uri, observer):
+    vbt.DexOrderData.download(SYMBOLS, start=START, end=END, iceberg_catalog_uri=uri)  # warm the cache
+    slow = observer(delay=0.4)
+    vbt.DexOrderData.download(SYMBOLS, start=START, end=END, iceberg_catalog_uri=uri)
+    spans = {ticker: (began, ended) for ticker, _, began, ended in slow.reads}
+    assert set(spans) == set(SYMBOLS)
+    (a_start, a_end), (b_start, b_end) = spans.values()
+    # One after another, the two 0.4 s reads could not overlap.
+    assert a_start < b_end and b_start < a_end
+
+
+def test_update_fetches_only_newer_candles_and_replaces_the_last(uri, observer):
+    data = vbt.DexOrderData.download(SYMBOLS, start=START, end="2025-01-10T05:00", iceberg_catalog_uri=uri)
+    last = data.wrapper.index[-1]
+    assert last == pd.Timestamp("2025-01-10T05:00", tz="UTC")
+    # Pretend the last candle was still open when downloaded: a stale close.
+    stale = {s: frame.copy() for s, frame in data.data.items()}
+    for frame in stale.values():
+        frame.iloc[-1, frame.columns.get_loc("Close")] = -1.0
+    data = data.replace(data=stale)
+
+    recorder = observer()
+    updated = data.update(end="2025-01-12T23:59:59")
+    starts = {ticker: start for ticker, start, _, _ in recorder.reads}
+    assert starts == {s: last.value // 1000 for s in SYMBOLS}  # fetched from the last candle on, nothing older
+    assert len(updated.wrapper.index) == len(data.wrapper.index) + 18 + 24 + 24  # rest of the 10th, 11th, 12th
+    for symbol in SYMBOLS:
+        fresh = expected_frame(uri, symbol, end="2025-01-12T23:59:59")
+        pd.testing.assert_frame_equal(updated.data[symbol], fresh, check_freq=False, check_index_type=False)
+        assert updated.data[symbol].loc[last, "Close"] > 0  # the stale last candle was replaced
+
+
+def test_from_signals_runs_on_the_result(uri):
+    data = vbt.DexOrderData.download(SYMBOLS, start=START, end=END, iceberg_catalog_uri=uri)
+    close = data.get("Close")
+    fast, slow = close.rolling(10).mean(), close.rolling(30).mean()
+    entries = (fast > slow) & (fast.shift(1) <= slow.shift(1))
+    exits = (fast < slow) & (fast.shift(1) >= slow.shift(1))
+    portfolio = vbt.Portfolio.from_signals(close, entries, exits, init_cash=10_000, fees=0.001)
+    trades = portfolio.trades.count()
+    assert list(trades.index) == SYMBOLS and (trades > 0).all()
+    assert np.isfinite(portfolio.total_return()).all()
+
+
+def test_show_progress_and_errors(uri, capsys):
+    vbt.DexOrderData.download(SYMBOLS, start=START, end="2025-01-01T03:00", show_progress=True,
+                              iceberg_catalog_uri=uri)
+    assert "DexOrderData" in capsys.readouterr().err
+    with pytest.raises(InvalidRequestError, match="start"):
+        vbt.DexOrderData.download(SYMBOLS, end=END, iceberg_catalog_uri=uri)
+    with pytest.raises(InvalidRequestError, match="missing"):
+        vbt.DexOrderData.download(SYMBOLS, start=START, missing="zero", iceberg_catalog_uri=uri)
+    with pytest.raises(TypeError, match="unknown client setting"):
+        vbt.DexOrderData.download(SYMBOLS, start=START, catalog_uri=uri)
