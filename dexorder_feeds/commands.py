@@ -17,8 +17,10 @@ __all__ = ["fetch_command", "coverage_command"]
 class ProgressBar:
     """An observer plugin drawing a tqdm bar once a gap fill has run for a second."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, file: Any = None, delay: float = 1.0) -> None:
         self.enabled = enabled
+        self.file = file
+        self.delay = delay
         self.bar: Any = None
 
     @hookimpl
@@ -26,7 +28,8 @@ class ProgressBar:
         if self.enabled and missing_ranges and self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=None, desc=f"filling {request.ticker}", unit="range", delay=1.0, file=sys.stderr)
+            self.bar = tqdm(total=None, desc=f"filling {request.ticker}", unit="range", delay=self.delay,
+                            file=self.file or sys.stderr)
 
     @hookimpl
     def dexorder_progress(self, request: Any, completed: int, total: int) -> None:

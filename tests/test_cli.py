@@ -61,3 +61,23 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, args, text):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and text in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_progress_bar_follows_gap_fill_events():
+    import io
+
+    from dexorder_feeds.commands import ProgressBar
+    from dexorder_feeds.iceberg_client import FetchRequest
+
+    out = io.StringIO()
+    bar = ProgressBar(enabled=True, file=out, delay=0)
+    request = FetchRequest.create("SIM:BTC/USDT", 3600, "2025-01-01", "2025-01-02")
+    bar.dexorder_cache_checked(request=request, cached_rows=0, missing_ranges=[(1, 2), (3, 4)])
+    bar.dexorder_progress(request=request, completed=1, total=2)
+    bar.dexorder_progress(request=request, completed=2, total=2)
+    assert (bar.bar.n, bar.bar.total) == (2, 2)
+    bar.close()
+    assert "filling SIM:BTC/USDT" in out.getvalue() and "2/2" in out.getvalue()
+    silent = ProgressBar(enabled=False)
+    silent.dexorder_cache_checked(request=request, cached_rows=0, missing_ranges=[(1, 2)])
+    assert silent.bar is None
