@@ -12,24 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    ClientClosedError,
-    DataError,
-    DexOrderError,
-    InvalidPeriodError,
-    InvalidRequestError,
-    InvalidTickerError,
-    InvalidTimeRangeError,
-    MissingDependencyError,
-    PrecisionError,
-    ProtocolError,
-    RelayUnavailableError,
-    RequestFailedError,
-    RequestTimeoutError,
-    SourceFormatError,
-    UnknownSourceError,
-    WarehouseError,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F403 - the exception tree is public
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -66,22 +50,7 @@ __all__ = [
     "MarketInfo",
     "Settings",
     "hookimpl",
-    "DexOrderError",
-    "InvalidRequestError",
-    "InvalidTickerError",
-    "InvalidPeriodError",
-    "InvalidTimeRangeError",
-    "UnknownSourceError",
-    "RequestFailedError",
-    "DataError",
-    "SourceFormatError",
-    "PrecisionError",
-    "ProtocolError",
-    "RelayUnavailableError",
-    "RequestTimeoutError",
-    "WarehouseError",
-    "ClientClosedError",
-    "MissingDependencyError",
+    *_errors.__all__,
     "__version__",
 ]
 

@@ -21,7 +21,8 @@ exception the seed API promises, so ``except TimeoutError:``, ``except ValueErro
     ├── ClientClosedError (RuntimeError)       a closed client was used
     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
-Backend errors (zmq, pyiceberg, OS) are translated in :func:`translate_warehouse_error`; the
+Backend errors are translated where they arise: pyiceberg, SQL and OS errors in
+:func:`dexorder_feeds.warehouse.translate_errors`, zmq conditions in the HistoryClient; the
 messages say what happened and what to do, and never contain credentials.
 """
 
