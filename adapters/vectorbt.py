@@ -216,6 +216,8 @@ class DexOrderData(vbt.Data):
         merged.pop("end", None)
         merged.update(kwargs)
         frame = self.data[symbol]
+        if frame.empty:  # nothing downloaded yet: update from the download's own start
+            return self._plan(symbol, merged)
         last = frame.index[-1]
         merged["start"] = last
         plan = self._plan(symbol, merged)

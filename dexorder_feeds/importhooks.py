@@ -41,7 +41,8 @@ class _CallbackLoader(importlib.abc.Loader):
         self._name = name
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
+        create = getattr(self._loader, "create_module", None)
+        return create(spec) if create is not None else None
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
@@ -64,8 +65,8 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         finally:
             with _lock:
                 _resolving.discard(fullname)
-        if spec is None or spec.loader is None:
-            return None
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return None  # a legacy loader: leave the import alone rather than break it
         spec.loader = _CallbackLoader(spec.loader, fullname)
         return spec
 

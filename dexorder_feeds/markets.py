@@ -22,6 +22,7 @@ VOLUME_COLUMNS = ("volume", "buy_vol", "sell_vol", "open_interest")
 VALUE_COLUMNS = PRICE_COLUMNS + VOLUME_COLUMNS
 
 _MAX_DECIMALS = 18
+_INT64_MAX = 2**63 - 1
 # Floats are exact integers below 2**53; beyond that a scaled value cannot be checked exactly.
 _FLOAT_EXACT_LIMIT = float(2**53)
 
@@ -52,8 +53,15 @@ class MarketInfo:
 def _scale_column(values: pd.Series, decimals: int, *, ticker: str, column: str) -> np.ndarray:
     """Scale one column of natural-unit values to integers, refusing any loss of precision."""
     factor = 10**decimals
+    limit = _INT64_MAX // factor
     if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
-        return values.to_numpy(dtype=np.int64) * np.int64(factor)
+        raw = values.to_numpy(dtype=np.int64)
+        if raw.size and int(np.abs(raw).max()) > limit:
+            raise DataError(
+                f"{ticker} {column}: value {int(raw[np.argmax(np.abs(raw))])} does not fit a 64-bit integer "
+                f"with {decimals} decimals"
+            )
+        return raw * np.int64(factor)
     if pd.api.types.is_float_dtype(values.dtype):
         raw = values.to_numpy(dtype=np.float64)
         scaled = raw * factor
@@ -65,7 +73,7 @@ def _scale_column(values: pd.Series, decimals: int, *, ticker: str, column: str)
             )
         # A float whose shortest decimal form has at most `decimals` places scales to within a
         # few ulps of an integer; anything further off would be silently rounded.
-        tolerance = np.maximum(np.abs(scaled) * 4 * np.finfo(np.float64).eps, 1e-9)
+        tolerance = 4 * np.spacing(np.abs(rounded))
         bad = np.abs(scaled - rounded) > tolerance
         if bad.any():
             example = raw[np.argmax(bad)]
@@ -82,6 +90,8 @@ def _scale_column(values: pd.Series, decimals: int, *, ticker: str, column: str)
                 f"{ticker} {column}: value {item!r} has more than the market's {decimals} decimals; "
                 "storing it would lose precision"
             )
+        if abs(dec) > limit * factor:
+            raise DataError(f"{ticker} {column}: value {item!r} does not fit a 64-bit integer with {decimals} decimals")
         out[i] = int(dec)
     return out
 

@@ -23,6 +23,7 @@ PeriodLike = Union[int, str]
 # certainly another unit, and the error says which.
 _MIN_PLAUSIBLE_MICROS = 10**14
 _MAX_PLAUSIBLE_MICROS = 10**17
+_EARLIEST = "1973-03-03T09:46:40Z"  # 10**14 µs
 
 _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PERIOD_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
@@ -76,6 +77,9 @@ def to_micros(value: object, *, name: str = "time") -> int:
     if isinstance(value, (str, datetime, date)) or type_name.startswith(("pandas.", "numpy.")):
         import pandas as pd
 
+        if isinstance(value, str) and value.strip().lower() in ("now", "today"):
+            now = pd.Timestamp.now(tz="UTC")  # pandas reads these as naive *local* time
+            return (now if value.strip().lower() == "now" else now.normalize()).value // 1000
         try:
             ts = pd.Timestamp(value)
         except (ValueError, TypeError) as exc:
@@ -87,7 +91,13 @@ def to_micros(value: object, *, name: str = "time") -> int:
         if ts.tzinfo is None:
             ts = ts.tz_localize("UTC")
         ts = ts.tz_convert("UTC")
-        return ts.value // 1000  # ns -> µs; value is ns since epoch whatever the unit
+        micros = ts.value // 1000  # ns -> µs; value is ns since epoch whatever the unit
+        if micros < _MIN_PLAUSIBLE_MICROS:
+            raise InvalidTimeRangeError(
+                f"{name}={ts.isoformat()} is before {_EARLIEST}, the earliest time dexorder-feeds handles "
+                "(no market has candles that old); start later"
+            )
+        return micros
     raise InvalidTimeRangeError(
         f"{name}={value!r} ({type(value).__name__}) is not a time; "
         "give integer microseconds, a datetime, a pandas.Timestamp or an ISO string"
@@ -100,6 +110,10 @@ def parse_period(value: object) -> int:
         raise InvalidPeriodError(f"period_seconds={value!r} is not a positive whole number of seconds")
     if isinstance(value, str):
         match = _PERIOD_RE.match(value.lower())
+        if match and value.strip().endswith("M"):
+            raise InvalidPeriodError(
+                f"period {value!r} is ambiguous: months are not supported; write minutes as {value.strip()[:-1]}m"
+            )
         if not match:
             raise InvalidPeriodError(
                 f"period {value!r} is not understood; give seconds (3600) or 1m/5m/15m/1h/4h/1d/1w"

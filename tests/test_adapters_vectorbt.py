@@ -132,6 +132,15 @@ def test_update_fetches_only_newer_candles_and_replaces_the_last(uri, observer):
         assert updated.data[symbol].loc[last, "Close"] > 0  # the stale last candle was replaced
 
 
+def test_update_of_a_symbol_with_no_candles_yet_fetches_from_the_start(uri):
+    before_listing = vbt.DexOrderData.download(SYMBOLS[0], start="2014-12-31", end="2014-12-31T12:00",
+                                               iceberg_catalog_uri=uri)
+    assert len(before_listing.get()) == 0
+    updated = before_listing.update(end="2015-01-01T05:00")
+    assert updated.get().index[-1] == pd.Timestamp("2015-01-01T05:00", tz="UTC")
+    assert updated.get()["Close"].notna().sum() == 6  # the market lists on 2015-01-01
+
+
 def test_from_signals_runs_on_the_result(uri):
     data = vbt.DexOrderData.download(SYMBOLS, start=START, end=END, iceberg_catalog_uri=uri)
     close = data.get("Close")

@@ -69,3 +69,29 @@ def test_periods(value, seconds):
 def test_bad_periods(value):
     with pytest.raises(InvalidPeriodError):
         parse_period(value)
+
+
+def test_now_and_today_are_utc_whatever_the_local_zone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        from dexorder_feeds.timeconv import now_micros
+
+        assert abs(to_micros("now") - now_micros()) < 60 * 10**6
+        assert to_micros("today") == now_micros() // 86_400_000_000 * 86_400_000_000
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_month_periods_are_refused_not_read_as_minutes():
+    with pytest.raises(InvalidPeriodError, match="months"):
+        parse_period("1M")
+
+
+@pytest.mark.parametrize("value", [datetime(1970, 1, 1), "1972-06-01", pd.Timestamp("1960-01-01", tz="UTC")])
+def test_times_before_1973_are_a_clear_range_error(value):
+    with pytest.raises(InvalidTimeRangeError, match="earliest"):
+        to_micros(value, name="start_time")
