@@ -73,9 +73,10 @@ def subtract_intervals(base: Interval, remove: Sequence[Interval]) -> list[Inter
 
 def intervals_from_timestamps(timestamps: Sequence[int] | np.ndarray, period_us: int) -> list[Interval]:
     """Runs of consecutive candle timestamps as intervals (input need not be sorted or unique)."""
-    ts = np.unique(np.asarray(timestamps, dtype=np.int64))
+    ts = np.sort(np.asarray(timestamps, dtype=np.int64))  # sort + adjacent test: np.unique is far slower
     if ts.size == 0:
         return []
+    ts = ts[np.concatenate(([True], ts[1:] != ts[:-1]))]
     breaks = np.nonzero(np.diff(ts) != period_us)[0]
     starts = np.concatenate(([ts[0]], ts[breaks + 1]))
     lasts = np.concatenate((ts[breaks], [ts[-1]]))

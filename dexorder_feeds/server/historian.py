@@ -174,6 +174,9 @@ class Historian:
     def _ingest(self, valid: ValidatedRequest, timings: dict[str, float]) -> tuple[int, int]:
         if valid.interval is None:
             return 0, 0
+        stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, valid.interval)
+        if stored is not None:  # ingested before: no source call, no commit
+            return 0, stored
         source = self.sources.source_for(valid.ticker)
         t0 = time.perf_counter()
         got = source.fetch_candles(valid.ticker, valid.period_seconds, *valid.interval)
@@ -218,7 +221,8 @@ class Historian:
         if np.any(ts % valid.period_us):
             bad = int(ts[np.argmax(ts % valid.period_us != 0)])
             raise DataError(f"{valid.ticker}: the source returned a candle at {bad}, not on a {valid.period_seconds}s boundary")
-        if len(np.unique(ts)) != len(ts):
+        order = np.argsort(ts, kind="stable")
+        if np.any(np.diff(ts[order]) == 0):
             frame = frame.drop_duplicates("timestamp", keep="last")
         return frame.reset_index(drop=True)
 
