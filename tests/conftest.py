@@ -48,3 +48,43 @@ def relay_server(tmp_path_factory):
 
     with relay_process(tmp_path_factory.mktemp("relay")) as relay:
         yield relay
+
+
+# -- shared catalogs: SQLite, PostgreSQL and REST + S3, started once per session ----------------
+CATALOG_KINDS = ("sqlite", "postgres", "rest")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server(tmp_path_factory):
+    """A real ``weed mini`` (S3 + Iceberg REST catalog) on loopback; skipped if not installed."""
+    from catalog_servers import WEED_MISSING, find_weed, running_seaweedfs
+
+    if find_weed() is None:
+        pytest.skip(WEED_MISSING)
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server in a temp dir on loopback; skipped if not installed."""
+    from catalog_servers import POSTGRES_MISSING, find_postgres_bin, running_postgres
+
+    if find_postgres_bin() is None:
+        pytest.skip(POSTGRES_MISSING)
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=CATALOG_KINDS)
+def catalog_server(request, tmp_path):
+    """A :class:`catalog_servers.Catalog` of each kind with a namespace of its own: SQLite in a
+    temp dir, PostgreSQL with its data files on SeaweedFS S3, SeaweedFS's REST catalog."""
+    from catalog_servers import catalog_for
+
+    kind = request.param
+    if kind == "sqlite":
+        return catalog_for("sqlite", sqlite_dir=tmp_path / "catalog")
+    weed = request.getfixturevalue("seaweedfs_server")
+    pg = request.getfixturevalue("postgres_server") if kind == "postgres" else None
+    return catalog_for(kind, weed=weed, pg=pg)
