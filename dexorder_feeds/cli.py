@@ -1,4 +1,4 @@
-"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``."""
+"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``, ``compact``, ``keys``, ``team-up``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse_options(serve)
     serve.add_argument("--workers", type=int, default=None, help="historian worker threads (env DEXORDER_WORKERS, default 4)")
     serve.add_argument("--max-range-candles", type=int, default=None, help="largest range one request may ask for")
+    serve.add_argument("--curve-secret-key", metavar="FILE",
+                       help="the relay's NAME.key_secret: require CURVE (env DEXORDER_CURVE_SECRET_KEY)")
+    serve.add_argument("--curve-authorized-keys", metavar="DIR",
+                       help="directory of admitted client .key files (env DEXORDER_CURVE_AUTHORIZED_KEYS); "
+                            "SIGHUP re-reads it")
     serve.set_defaults(handler=_serve)
 
     fetch = sub.add_parser("fetch", help="fetch candles into the warehouse and print or save them")
@@ -59,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--notification-endpoint")
     fetch.add_argument("--timeout", type=float, default=None, help="request timeout in seconds")
     fetch.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    fetch.add_argument("--curve-secret-key", metavar="FILE",
+                       help="this client's NAME.key_secret, for a relay requiring CURVE (env DEXORDER_CURVE_SECRET_KEY)")
+    fetch.add_argument("--curve-server-key", metavar="FILE",
+                       help="the relay's public NAME.key (env DEXORDER_CURVE_SERVER_KEY)")
     _add_warehouse_options(fetch)
     fetch.set_defaults(handler=_fetch)
 
@@ -66,6 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_argument("ticker", nargs="?")
     _add_warehouse_options(coverage)
     coverage.set_defaults(handler=_coverage)
+
+    compact = sub.add_parser("compact", help="compact small files and expire old snapshots (safe while others read and write)")
+    _add_warehouse_options(compact)
+    compact.add_argument("--min-files", type=int, default=2, help="compact partitions holding at least this many files (default 2)")
+    compact.add_argument("--keep-snapshots", type=int, default=None, help="newest snapshots to keep (default 4)")
+    compact.add_argument("--retention", type=float, default=None, metavar="SECONDS",
+                         help="keep files replaced by compaction at least this long (default 60)")
+    compact.set_defaults(handler=_compact)
+
+    keys = sub.add_parser("keys", help="generate a CURVE key pair (NAME.key public, NAME.key_secret private)")
+    keys.add_argument("directory", help="where to write the key files (created if missing)")
+    keys.add_argument("--name", default="client", help="file name stem, e.g. relay or alice (default: client)")
+    keys.set_defaults(handler=_keys)
+
+    team = sub.add_parser("team-up", help="try a team warehouse: start SeaweedFS (S3 + REST catalog) and serve on it")
+    team.add_argument("--dir", help="where its data, keys and the teammates' team.toml live (default <cache dir>/team)")
+    team.add_argument("--host", default="127.0.0.1", help="address to serve on; a LAN address lets teammates in (default 127.0.0.1)")
+    team.add_argument("--catalog-port", type=int, default=8181, help="Iceberg REST catalog port (default 8181)")
+    team.add_argument("--s3-port", type=int, default=8333, help="S3 port (default 8333)")
+    team.add_argument("--relay-port", type=int, default=5555, help="relay request port (default 5555)")
+    team.add_argument("--notification-port", type=int, default=5557, help="notification port (default 5557)")
+    team.add_argument("--namespace", default="trading", help="Iceberg namespace (default: trading)")
+    team.add_argument("--source", action="append", default=[], metavar="EXCHANGE=SPEC",
+                      help="ingest source for an exchange, repeatable: sim, files:/dir, ccxt:binance")
+    team.add_argument("--workers", type=int, default=4, help="historian worker threads (default 4)")
+    team.add_argument("--weed-port", action="append", default=[], metavar="OPTION=PORT",
+                      help="another SeaweedFS port, repeatable, e.g. master.port=9333 (defaults: SeaweedFS's own)")
+    team.set_defaults(handler=_team_up)
     return parser
 
 
@@ -82,6 +119,8 @@ def _serve(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         catalog_properties=_catalog_properties(args.catalog_property),
         sources=args.source,
+        curve_secret_key=args.curve_secret_key,
+        curve_authorized_keys=args.curve_authorized_keys,
     )
     workers = args.workers if args.workers is not None else int(os.environ.get("DEXORDER_WORKERS", "4"))
     kwargs = {} if args.max_range_candles is None else {"max_range_candles": args.max_range_candles}
@@ -90,9 +129,25 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    import os
+
     from .commands import fetch_command
 
+    # The CURVE options travel as the environment variables they stand for (this process only).
+    for option, variable in (("curve_secret_key", "DEXORDER_CURVE_SECRET_KEY"),
+                             ("curve_server_key", "DEXORDER_CURVE_SERVER_KEY")):
+        if getattr(args, option, None):
+            os.environ[variable] = getattr(args, option)
     return fetch_command(args, _catalog_properties(args.catalog_property))
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .auth import generate_keypair
+
+    public, secret = generate_keypair(args.directory, args.name)
+    print(f"public key (give it out): {public}")
+    print(f"secret key (keep it private, mode 0600): {secret}")
+    return 0
 
 
 def _coverage(args: argparse.Namespace) -> int:
@@ -101,10 +156,41 @@ def _coverage(args: argparse.Namespace) -> int:
     return coverage_command(args, _catalog_properties(args.catalog_property))
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from .maintenance import compact_warehouse
+
+    compacted, expired = compact_warehouse(
+        args.iceberg_catalog_uri, args.namespace, catalog_properties=_catalog_properties(args.catalog_property),
+        min_files=args.min_files, keep_snapshots=args.keep_snapshots, retention_seconds=args.retention,
+    )
+    for result in compacted:
+        print(f"compacted {result.table} {'/'.join(map(str, result.partition)) or '(all)'}: "
+              f"{result.files_before} files -> {result.files_after}, {result.rows_after} rows")
+    for result in expired:
+        print(f"expired {result.snapshots_expired} snapshots of {result.table} "
+              f"({result.snapshots_kept} kept), deleted {result.files_deleted} files")
+    if not compacted and not expired:
+        print("nothing to compact or expire")
+    return 0
+
+
+def _team_up(args: argparse.Namespace) -> int:
+    from .team import describe, team_up
+
+    def ready(setup) -> None:
+        print("\n".join(describe(setup)), flush=True)
+
+    team_up(args.dir, host=args.host, catalog_port=args.catalog_port, s3_port=args.s3_port,
+            relay_port=args.relay_port, notification_port=args.notification_port, namespace=args.namespace,
+            sources=args.source, workers=args.workers, on_ready=ready,
+            weed_ports={k: int(v) for k, _, v in (item.partition("=") for item in args.weed_port)})
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = args.log_level or ("INFO" if args.command == "serve" else "WARNING")
+    level = args.log_level or ("INFO" if args.command in ("serve", "team-up") else "WARNING")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)

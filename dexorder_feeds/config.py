@@ -10,6 +10,10 @@ namespace                  DEXORDER_NAMESPACE                ``trading``
 request_timeout            DEXORDER_REQUEST_TIMEOUT          30 (seconds)
 sources                    DEXORDER_SOURCES                  ``SIM=sim``; others ``ccxt:<exchange>``
 catalog_properties         DEXORDER_CATALOG__<KEY>           none (pyiceberg properties)
+catalog_name               DEXORDER_CATALOG_NAME             ``dexorder`` (in pyiceberg's config)
+curve_secret_key           DEXORDER_CURVE_SECRET_KEY         none: no CURVE (own NAME.key_secret file)
+curve_server_key           DEXORDER_CURVE_SERVER_KEY         none (client: the relay's public .key file)
+curve_authorized_keys      DEXORDER_CURVE_AUTHORIZED_KEYS    none (relay: directory of client .key files)
 (config file path)         DEXORDER_CONFIG                   ``<user config dir>/config.toml``
 (cache dir)                DEXORDER_CACHE_DIR                platformdirs' user cache dir
 =========================  ================================  =================================
@@ -17,6 +21,12 @@ catalog_properties         DEXORDER_CATALOG__<KEY>           none (pyiceberg pro
 ``DEXORDER_SOURCES`` is a comma-separated list like ``BINANCE=files:/data,SIM=sim``. The config
 file is TOML with the same keys at top level and a ``[catalog_properties]`` / ``[sources]``
 table. ``DEXORDER_CATALOG__S3__ENDPOINT=…`` sets the catalog property ``s3.endpoint``.
+pyiceberg's own configuration counts too, below all of these: the catalog named
+``catalog_name`` in ``.pyiceberg.yaml`` or ``PYICEBERG_CATALOG__DEXORDER__…`` variables gives
+the URI when none is set, and its properties when it names no URI or the same one (see
+:mod:`dexorder_feeds.catalog`).
+The ``curve_*`` settings are file paths (see :mod:`dexorder_feeds.auth`); the key files' contents
+are read only when a socket is opened and never appear in a ``repr``.
 """
 
 from __future__ import annotations
@@ -28,13 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import redact, redact_uri
+from .catalog import CATALOG_NAME, pyiceberg_catalog_config, redact, redact_uri
 from .errors import InvalidRequestError
 
 __all__ = ["Settings", "resolve_settings", "default_cache_dir"]
 
 ENV_PREFIX = "DEXORDER_"
-_SIMPLE_KEYS = ("iceberg_catalog_uri", "relay_endpoint", "notification_endpoint", "namespace", "request_timeout")
+_CURVE_KEYS = ("curve_secret_key", "curve_server_key", "curve_authorized_keys")
+_SIMPLE_KEYS = ("iceberg_catalog_uri", "relay_endpoint", "notification_endpoint", "namespace", "request_timeout",
+                *_CURVE_KEYS)
 
 
 def default_cache_dir() -> Path:
@@ -67,6 +79,9 @@ class Settings:
     request_timeout: float = 30.0
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    curve_secret_key: str | None = None
+    curve_server_key: str | None = None
+    curve_authorized_keys: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -78,6 +93,7 @@ class Settings:
         return (
             self.iceberg_catalog_uri, self.relay_endpoint, self.notification_endpoint, self.namespace,
             tuple(sorted(self.catalog_properties.items())), tuple(sorted(self.sources.items())),
+            self.curve_secret_key, self.curve_server_key, self.curve_authorized_keys,
         )
 
     def __repr__(self) -> str:
@@ -85,7 +101,9 @@ class Settings:
             f"Settings(iceberg_catalog_uri={redact_uri(self.iceberg_catalog_uri)!r}, "
             f"relay_endpoint={self.relay_endpoint!r}, notification_endpoint={self.notification_endpoint!r}, "
             f"namespace={self.namespace!r}, request_timeout={self.request_timeout!r}, "
-            f"catalog_properties={redact(self.catalog_properties)!r}, sources={dict(self.sources)!r})"
+            f"catalog_properties={redact(self.catalog_properties)!r}, sources={dict(self.sources)!r}"
+            + "".join(f", {name}={getattr(self, name)!r}" for name in _CURVE_KEYS if getattr(self, name))
+            + ")"
         )
 
 
@@ -102,6 +120,15 @@ def _env_catalog_properties(environ: Mapping[str, str]) -> dict[str, str]:
         for key, value in environ.items()
         if key.startswith(prefix)
     }
+
+
+def _pyiceberg_properties(name: str, uri: str | None) -> dict[str, str]:
+    """pyiceberg's configuration of catalog ``name`` if it applies to ``uri`` (flat values only)."""
+    config = pyiceberg_catalog_config(str(name))
+    configured_uri = config.get("uri")
+    if uri is not None and configured_uri is not None and str(configured_uri).rstrip("/") != str(uri).rstrip("/"):
+        return {}
+    return {str(k): str(v) for k, v in config.items() if isinstance(v, (str, int, float)) and k != "type"}
 
 
 def resolve_settings(
@@ -140,8 +167,12 @@ def resolve_settings(
         sources.update(parse_source_specs(arguments["sources"]))
 
     uri = values.get("iceberg_catalog_uri")
+    configured = _pyiceberg_properties(arguments.get("catalog_name") or environ.get(ENV_PREFIX + "CATALOG_NAME")
+                                       or from_file.get("catalog_name") or CATALOG_NAME, uri)
     if uri is None:
-        uri = "sqlite:///" + str((default_cache_dir() / "catalog.db").resolve())
+        uri = configured.get("uri") or "sqlite:///" + str((default_cache_dir() / "catalog.db").resolve())
+    configured.pop("uri", None)
+    catalog_properties = {**configured, **catalog_properties}
     relay, notify = values.get("relay_endpoint"), values.get("notification_endpoint")
     if (relay is None) != (notify is None):
         raise InvalidRequestError(
@@ -162,4 +193,5 @@ def resolve_settings(
         request_timeout=timeout,
         catalog_properties={str(k): str(v) for k, v in catalog_properties.items()},
         sources={str(k).upper(): str(v) for k, v in sources.items()},
+        **{name: str(values[name]) for name in _CURVE_KEYS if name in values},
     )

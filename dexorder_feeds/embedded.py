@@ -1,7 +1,9 @@
 """The embedded default: the historian in-process, writing the same warehouse, no sockets.
 
 One :class:`~dexorder_feeds.server.historian.Historian` (and so one committer thread) per
-warehouse per process is shared by every client that uses it.
+warehouse per process is shared by every client that uses it: :func:`acquire_historian` counts
+its users and :func:`release_historian` closes it (its committer thread and ingest sources) when
+the last one lets go, so a stopped client leaves no thread behind.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import concurrent.futures
 import os
 import threading
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
-from .catalog import open_catalog
+from .catalog import open_catalog, scrub
 from .config import Settings
 from .errors import ClientClosedError, RequestTimeoutError
 from .plugins import get_plugin_manager
@@ -23,9 +26,10 @@ from .transport import HistoryTransport, check_request_args, result_from_notific
 from .warehouse import Warehouse
 from .wire import HistoryRequest
 
-__all__ = ["EmbeddedHistory", "shared_historian"]
+__all__ = ["EmbeddedHistory", "acquire_historian", "release_historian", "shared_historian"]
 
 _historians: dict[tuple, Historian] = {}
+_users: dict[tuple, int] = {}
 _lock = threading.Lock()
 _EXECUTOR_WORKERS = 4
 
@@ -33,6 +37,7 @@ _EXECUTOR_WORKERS = 4
 def _forget_after_fork() -> None:
     global _lock
     _historians.clear()  # their committer threads did not survive the fork
+    _users.clear()
     _lock = threading.Lock()
 
 
@@ -40,24 +45,47 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def shared_historian(settings: Settings) -> Historian:
-    """The process's historian for a warehouse (created on first use)."""
-    key = (settings.iceberg_catalog_uri, settings.namespace, tuple(sorted(settings.catalog_properties.items())),
-           tuple(sorted(settings.sources.items())))
+def _key(settings: Settings) -> tuple:
+    return (settings.iceberg_catalog_uri, settings.namespace, tuple(sorted(settings.catalog_properties.items())),
+            tuple(sorted(settings.sources.items())))
+
+
+def acquire_historian(settings: Settings) -> Historian:
+    """The process's historian for a warehouse (created on first use); pair with :func:`release_historian`."""
+    key = _key(settings)
     with _lock:
         historian = _historians.get(key)
         if historian is None:
             warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri, settings.catalog_properties), settings.namespace)
             historian = Historian(warehouse, SourceRegistry(settings.sources))
             _historians[key] = historian
+        _users[key] = _users.get(key, 0) + 1
         return historian
+
+
+shared_historian = acquire_historian
+
+
+def release_historian(historian: Historian) -> None:
+    """One user less; the last one closes the historian's sources and committer thread."""
+    with _lock:
+        key = next((k for k, h in _historians.items() if h is historian), None)
+        if key is None:
+            return
+        _users[key] -= 1
+        if _users[key] > 0:
+            return
+        del _historians[key], _users[key]
+    historian.close()
+    historian.warehouse.close()  # joins the committer after the commits already queued
 
 
 class EmbeddedHistory(HistoryTransport):
     """A :class:`HistoryTransport` that runs the historian in worker threads of this process."""
 
-    def __init__(self, historian: Historian) -> None:
+    def __init__(self, historian: Historian, *, secrets: Mapping[str, Any] | None = None) -> None:
         self.historian = historian
+        self._secrets = dict(secrets or {})  # catalog properties whose secret values never reach a message
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
 
@@ -94,6 +122,8 @@ class EmbeddedHistory(HistoryTransport):
                 f"the in-process historian did not finish {name} within {timeout} s; "
                 "raise request_timeout or fetch a smaller range"
             ) from None
+        if notification.error_message and self._secrets:
+            notification.error_message = scrub(notification.error_message, self._secrets)
         result = result_from_notification(notification)
         hook.dexorder_notification_received(result=result)
         return raise_for_error(result)

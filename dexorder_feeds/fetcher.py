@@ -2,6 +2,14 @@
 
 One :class:`Fetcher` belongs to one client and one event loop. Concurrent fetches through it
 share gap fills: a range another fetch is already filling is awaited, not asked for again.
+
+A lost notification is not a lost fetch: when a gap fill fails with ``TimeoutError``
+(:class:`~dexorder_feeds.errors.RequestTimeoutError`) or ``ConnectionError``
+(:class:`~dexorder_feeds.errors.RelayUnavailableError`), the fetcher reads the warehouse once
+more. If the ranges it asked for are stored by now (the historian committed but its notification
+never arrived: the relay died or restarted in between), it logs a warning and returns the
+candles; only if something is still missing does the error reach the caller. The warehouse is
+the truth; the notification is only the fast path to it.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import errors
 from .config import Settings
 from .iceberg_client import CacheRead, FetchRequest, IcebergClient, candles_to_frame
 from .ranges import Interval, subtract_intervals, to_inclusive
@@ -72,12 +81,28 @@ class Fetcher:
         closed_stop = now_micros() // request.period_us * request.period_us
         fillable = [(s, min(e, closed_stop)) for s, e in missing if min(e, closed_stop) > s]
         if fillable:
-            await self._fill(context, request, fillable)
-            cached = await self._read(context, request)
+            try:
+                await self._fill(context, request, fillable)
+            except (errors.RequestTimeoutError, errors.RelayUnavailableError) as exc:
+                cached = await self._recover(context, request, fillable, exc)
+            else:
+                cached = await self._read(context, request)
         frame = candles_to_frame(cached.table)
         frame = hook.dexorder_process_result(context=context, request=request, frame=frame)
         frame.attrs.update(snapshot_id=cached.snapshot_id, ticker=request.ticker, period_seconds=request.period_seconds)
         return frame
+
+    async def _recover(self, context: FetchContext, request: FetchRequest, asked: list[Interval],
+                       error: Exception) -> CacheRead:
+        """After a failed fill: the warehouse read again, if it now holds every range asked for."""
+        cached = await self._read(context, request)
+        missing = context.hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
+        if any(s < e2 and s2 < e for s, e in asked for s2, e2 in missing):
+            raise error
+        log.warning("%s %ss: the gap fill reported %s: %s; but the warehouse holds every range asked for, "
+                    "so the notification was lost: returning the stored candles", request.ticker,
+                    request.period_seconds, type(error).__name__, error)
+        return cached
 
     async def _fill(self, context: FetchContext, request: FetchRequest, missing: list[Interval]) -> None:
         key = (request.ticker, request.period_seconds)
@@ -98,7 +123,13 @@ class Fetcher:
                 for _, future in own:
                     future.set_result(None)
             if others:
-                await asyncio.gather(*(asyncio.shield(fut) for _, fut in others))
+                outcomes = await asyncio.gather(*(asyncio.shield(fut) for _, fut in others), return_exceptions=True)
+                failed = [iv for (iv, _), outcome in zip(others, outcomes) if isinstance(outcome, BaseException)]
+                if failed:
+                    # Their owner failed or was cancelled (its own timeout, its caller gave up):
+                    # that is no verdict on this fetch, which fills the part it needs itself.
+                    retry = [(max(s, fs), min(e, fe)) for fs, fe in failed for s, e in missing if fs < e and s < fe]
+                    await self._fill(context, request, retry)
         except BaseException as exc:
             for _, future in own:
                 if not future.done():

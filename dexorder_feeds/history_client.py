@@ -27,6 +27,22 @@ How it talks to the relay (:mod:`dexorder_feeds.server.relay`):
   within ``timeout`` (counted from the call, so it bounds the whole request); status ``ERROR``
   raises a ``ValueError`` with the server's message; ``NOT_FOUND`` is returned as a status.
 
+Faults: the relay can restart while a request waits (a crash, a deploy). The SUB socket's monitor
+sees the connection drop and come back; the client then sends every waiting request again,
+**with the same request_id**. A relay that still knows the request only acknowledges it (or
+publishes its stored notification again if it already finished); a restarted relay that lost it
+runs it again, and the historian, finding the range already stored, answers at once. Besides,
+every ``recheck_interval`` seconds without a notification the request is re-sent the same way
+(a lost notification is recovered, a relay that stopped answering is noticed). When the whole
+``timeout`` passes without a notification the error is ``RelayUnavailableError`` if the relay
+stopped answering, else ``RequestTimeoutError``; the fetcher then reads the warehouse once more
+before giving up (:mod:`dexorder_feeds.fetcher`). Heartbeats turn a vanished relay host into a
+disconnect instead of a silent wait.
+
+Security: with ``curve`` (a :class:`~dexorder_feeds.auth.ClientCurve`) both sockets speak CURVE.
+If the relay refuses the handshake (key not admitted, or CURVE on one side only), ``connect()``
+fails at once with a ``RelayUnavailableError`` saying so, instead of waiting out its timeout.
+
 Choices beyond the seed:
 
 - A request before ``connect()`` connects first (within the request's ``timeout``), so the
@@ -56,8 +72,10 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from . import errors
+from .auth import ClientCurve, configure_client_socket
 from .transport import (
     HistoryTransport,
     check_request_args,
@@ -76,13 +94,25 @@ from .wire import (
     notification_topic,
 )
 
-__all__ = ["HistoryClient", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_REPLY_TIMEOUT", "DEFAULT_MAX_ATTEMPTS"]
+__all__ = ["HistoryClient", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_REPLY_TIMEOUT", "DEFAULT_MAX_ATTEMPTS",
+           "DEFAULT_RECHECK_INTERVAL"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_REPLY_TIMEOUT = 5.0
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RECHECK_INTERVAL = 10.0
+HEARTBEAT_IVL_MS = 5_000
+HEARTBEAT_TIMEOUT_MS = 15_000
+_HANDSHAKE_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the relay refused this client's key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the handshake failed (CURVE on one side only, or another protocol)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the handshake failed",
+}
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+for _event in _HANDSHAKE_FAILURES:
+    _MONITOR_EVENTS |= _event
 # The relay holds a SubscribeCheck up to 5 s waiting for the subscription; give it that plus slack.
 _CHECK_ATTEMPT_SECONDS = 8.0
 
@@ -99,18 +129,24 @@ class HistoryClient(HistoryTransport):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        recheck_interval: float | None = DEFAULT_RECHECK_INTERVAL,
+        curve: ClientCurve | None = None,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
         if not relay_endpoint or not notification_endpoint:
             raise errors.InvalidRequestError("HistoryClient needs both relay_endpoint and notification_endpoint")
         if connect_timeout <= 0 or reply_timeout <= 0 or max_attempts < 1:
             raise errors.InvalidRequestError("connect_timeout and reply_timeout must be positive, max_attempts >= 1")
+        if recheck_interval is not None and recheck_interval <= 0:
+            raise errors.InvalidRequestError("recheck_interval must be positive seconds, or None for never")
         self.relay_endpoint = relay_endpoint
         self.notification_endpoint = notification_endpoint
         self.client_id = client_id or uuid.uuid4().hex
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         self.max_attempts = max_attempts
+        self.recheck_interval = recheck_interval
+        self._curve = curve
         self._context = context
         self._topic = notification_topic(self.client_id)
 
@@ -126,6 +162,12 @@ class HistoryClient(HistoryTransport):
         self._tasks: set[asyncio.Task[None]] = set()  # every receiver ever started, until it ends
         self._replies: dict[str, asyncio.Future[RequestReply]] = {}
         self._notifications: dict[str, asyncio.Future[Notification]] = {}
+        # the notification connection, as the SUB socket's monitor reports it
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._link_changed: asyncio.Future[None] | None = None
+        self._handshakes = 0
+        self._reconnects = 0
+        self._refused: str | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._connected else "new"
@@ -171,8 +213,10 @@ class HistoryClient(HistoryTransport):
                 context = self._context or zmq.asyncio.Context.instance()
                 sub = context.socket(zmq.SUB)
                 self._sub = sub
-                sub.setsockopt(zmq.LINGER, 0)
+                self._prepare_socket(sub)
                 sub.setsockopt(zmq.SUBSCRIBE, self._topic)
+                self._monitor = sub.get_monitor_socket(_MONITOR_EVENTS, f"inproc://dexorder-history-{uuid.uuid4().hex}")
+                self._start_task(self._watch_link(self._monitor), "history-link")
                 self._connect_socket(sub, self.notification_endpoint, "notification_endpoint")
                 self._sub_task = self._start_task(self._receive_notifications(sub), "history-notifications")
                 self._open_dealer()
@@ -222,11 +266,21 @@ class HistoryClient(HistoryTransport):
         for task in self._tasks:
             if not task.done():
                 task.cancel()
-        for sock in (self._sub, self._dealer):
+        if self._link_changed is not None and not self._link_changed.done():
+            self._link_changed.set_result(None)
+        self._link_changed = None
+        if self._sub is not None and not self._sub.closed and self._monitor is not None:
+            try:
+                self._sub.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        for sock in (self._monitor, self._sub, self._dealer):
             if sock is not None and not sock.closed:
                 sock.close(linger=0)
-        self._sub = self._dealer = None
+        self._sub = self._dealer = self._monitor = None
         self._sub_task = self._dealer_task = None
+        self._handshakes = 0
+        self._refused = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -254,7 +308,7 @@ class HistoryClient(HistoryTransport):
         assert self._loop is not None
         context = self._context or zmq.asyncio.Context.instance()
         dealer = context.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
+        self._prepare_socket(dealer)
         dealer.setsockopt(zmq.IMMEDIATE, 1)
         try:
             self._connect_socket(dealer, self.relay_endpoint, "relay_endpoint")
@@ -264,6 +318,12 @@ class HistoryClient(HistoryTransport):
         self._dealer = dealer
         self._generation += 1
         self._dealer_task = self._start_task(self._receive_replies(dealer), "history-replies")
+
+    def _prepare_socket(self, sock: zmq.asyncio.Socket) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        configure_client_socket(sock, self._curve)
 
     def _reset_dealer(self, generation: int) -> None:
         """Lazy Pirate: drop the DEALER and its queued messages, open a fresh one."""
@@ -275,6 +335,52 @@ class HistoryClient(HistoryTransport):
             self._dealer.close(linger=0)
         self._dealer = None
         self._open_dealer()
+
+    # -- the notification connection -------------------------------------------------------------
+    def _link_future(self) -> asyncio.Future[None]:
+        """A future resolved at the next change of the notification connection."""
+        assert self._loop is not None
+        if self._link_changed is None or self._link_changed.done():
+            self._link_changed = self._loop.create_future()
+        return self._link_changed
+
+    def _signal_link(self) -> None:
+        if self._link_changed is not None and not self._link_changed.done():
+            self._link_changed.set_result(None)
+
+    async def _watch_link(self, monitor: zmq.asyncio.Socket) -> None:
+        """Follow the SUB socket's monitor: handshakes (first or again), drops, refusals."""
+        while True:
+            try:
+                frames = await monitor.recv_multipart()
+                event = parse_monitor_message(frames)
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            except Exception:  # a malformed monitor message: never fatal
+                log.debug("HistoryClient %s: unreadable monitor event", self.client_id, exc_info=True)
+                continue
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshakes += 1
+                self._refused = None
+                if self._handshakes > 1:
+                    self._reconnects += 1
+                    log.info("HistoryClient %s: the notification connection to %s is back; re-sending %d waiting "
+                             "requests", self.client_id, self.notification_endpoint, len(self._notifications))
+            elif kind == zmq.EVENT_DISCONNECTED:
+                log.info("HistoryClient %s: lost the notification connection to %s; reconnecting",
+                         self.client_id, self.notification_endpoint)
+            elif kind in _HANDSHAKE_FAILURES:
+                self._refused = _HANDSHAKE_FAILURES[kind]
+                log.warning("HistoryClient %s: %s at %s", self.client_id, self._refused, self.notification_endpoint)
+            self._signal_link()
+
+    def _refused_error(self) -> errors.RelayUnavailableError:
+        hint = ("ask the relay's operator to admit this client's public key" if self._curve is not None
+                else "the relay may require CURVE: set curve_secret_key and curve_server_key")
+        return errors.RelayUnavailableError(
+            f"{self._refused} at {self.notification_endpoint} (client {self.client_id}); {hint}"
+        )
 
     # -- background receivers --------------------------------------------------------------------
     async def _receive_replies(self, dealer: zmq.asyncio.Socket) -> None:
@@ -320,10 +426,22 @@ class HistoryClient(HistoryTransport):
         loop = self._loop
         last_reason = ""
         while (remaining := deadline - loop.time()) > 0:
+            if self._refused:
+                raise self._refused_error()
             check = SubscribeCheck(client_id=self.client_id, request_id=uuid.uuid4().hex)
-            reply = await self._exchange(check.request_id, encode_frame(check),
-                                         min(remaining, _CHECK_ATTEMPT_SECONDS))
-            self._replies.pop(check.request_id, None)
+            exchange = loop.create_task(self._exchange(check.request_id, encode_frame(check),
+                                                       min(remaining, _CHECK_ATTEMPT_SECONDS)))
+            try:
+                while not exchange.done():
+                    await asyncio.wait({exchange, self._link_future()}, return_when=asyncio.FIRST_COMPLETED)
+                    if self._refused and not exchange.done():
+                        raise self._refused_error()
+                reply = exchange.result()
+            finally:
+                if not exchange.done():
+                    exchange.cancel()
+                    await asyncio.gather(exchange, return_exceptions=True)
+                self._replies.pop(check.request_id, None)
             if reply is None:
                 continue
             if reply.accepted:
@@ -415,25 +533,75 @@ class HistoryClient(HistoryTransport):
         try:
             reply = await self._send_request(request, deadline, timeout)
             if not reply.accepted:
-                raise error_from_type(reply.error_type, reply.reason or "the relay rejected the request",
-                                      default=errors.InvalidRequestError)
-            try:
-                notification = await asyncio.wait_for(notified, max(deadline - loop.time(), 0))
-            except TimeoutError:
-                self._check_open()
-                raise errors.RequestTimeoutError(
-                    f"no completion notification for request {request_id} ({request.ticker} "
-                    f"{request.period_seconds}s [{request.start_time}, {request.end_time}]) within {timeout:g} s; "
-                    "the historian may still be working: retry with a longer timeout"
-                ) from None
+                raise self._rejection(reply)
+            notification = await self._await_notification(request, notified, deadline, timeout)
         finally:
             self._notifications.pop(request_id, None)
+            self._replies.pop(request_id, None)
 
         result = result_from_notification(notification)
         self._emit("dexorder_notification_received", result=result)
         if notification.error_type == "RelayUnavailableError":
             raise errors.RelayUnavailableError(notification.error_message)
         return raise_for_error(result)
+
+    @staticmethod
+    def _rejection(reply: RequestReply) -> errors.DexOrderError:
+        if reply.error_type == "RelayUnavailableError":  # overloaded or shutting down: retry later
+            return errors.RelayUnavailableError(reply.reason or "the relay cannot take requests now; retry")
+        return error_from_type(reply.error_type, reply.reason or "the relay rejected the request",
+                               default=errors.InvalidRequestError)
+
+    async def _await_notification(self, request: HistoryRequest, notified: asyncio.Future[Notification],
+                                  deadline: float, timeout: float) -> Notification:
+        """Wait for the notification; re-send the request (same id) when the notification
+        connection comes back and every ``recheck_interval`` seconds (see the module docstring)."""
+        assert self._loop is not None
+        loop = self._loop
+        frame = encode_frame(request)
+        interval = self.recheck_interval or float("inf")
+        next_check = loop.time() + interval
+        seen_reconnects = self._reconnects
+        unanswered = 0  # re-sends in a row the relay did not answer
+        while not notified.done() and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait({notified, self._link_future()}, timeout=min(remaining, max(next_check - loop.time(), 0)),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if notified.done():
+                break
+            self._check_open()
+            reconnected = self._reconnects != seen_reconnects
+            if not reconnected and loop.time() < next_check:
+                continue  # a drop or a refusal: wait for the connection to come back
+            seen_reconnects = self._reconnects
+            wait = min(self.reply_timeout, deadline - loop.time())
+            if wait <= 0:
+                break
+            log.info("HistoryClient %s: %s; sending request %s again", self.client_id,
+                     "reconnected" if reconnected else f"no notification after {interval:g} s", request.request_id)
+            reply = await self._exchange(request.request_id, frame, wait)
+            next_check = loop.time() + interval
+            if notified.done():
+                break
+            if reply is None:
+                unanswered += 1
+            elif not reply.accepted:
+                raise self._rejection(reply)
+            else:
+                unanswered = 0
+        if notified.done():
+            return notified.result()
+        self._check_open()
+        what = (f"request {request.request_id} ({request.ticker} {request.period_seconds}s "
+                f"[{request.start_time}, {request.end_time}])")
+        if unanswered:
+            raise errors.RelayUnavailableError(
+                f"the relay at {self.relay_endpoint} stopped answering while {what} waited; no notification within "
+                f"{timeout:g} s. Check that `dexorder-feeds serve` runs there; the request is safe to send again"
+            )
+        raise errors.RequestTimeoutError(
+            f"no completion notification for {what} within {timeout:g} s; "
+            "the historian may still be working: retry with a longer timeout"
+        )
 
     async def _send_request(self, request: HistoryRequest, deadline: float, timeout: float) -> RequestReply:
         assert self._loop is not None

@@ -63,6 +63,7 @@ class OHLCClient:
         self._history: HistoryTransport | None = None
         self._iceberg: IcebergClient | None = None
         self._start_lock: asyncio.Lock | None = None
+        self._historian: Any = None  # the shared in-process historian this client holds (embedded)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -88,32 +89,55 @@ class OHLCClient:
             settings = self.settings
             history: HistoryTransport
             if settings.embedded:
-                from .embedded import EmbeddedHistory, shared_historian
+                from .embedded import EmbeddedHistory, acquire_historian
 
-                historian = await asyncio.to_thread(shared_historian, settings)
+                historian = await asyncio.to_thread(acquire_historian, settings)
+                self._historian = historian
                 iceberg = IcebergClient(warehouse=historian.warehouse)
-                history = EmbeddedHistory(historian)
+                history = EmbeddedHistory(historian, secrets=settings.catalog_properties)
             else:
-                from .history_client import HistoryClient
+                from .auth import client_curve
+                from .history_client import DEFAULT_CONNECT_TIMEOUT, HistoryClient
 
+                curve = client_curve(settings)  # bad key files fail before anything connects
                 iceberg = await asyncio.to_thread(
                     IcebergClient, settings.iceberg_catalog_uri, settings.namespace,
                     catalog_properties=settings.catalog_properties,
                 )
                 assert settings.relay_endpoint and settings.notification_endpoint
-                history = HistoryClient(settings.relay_endpoint, settings.notification_endpoint)
-            await asyncio.to_thread(iceberg.warehouse.ensure_tables)
-            await history.connect()
+                history = HistoryClient(settings.relay_endpoint, settings.notification_endpoint, curve=curve,
+                                        connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, settings.request_timeout))
+            try:
+                await asyncio.to_thread(iceberg.warehouse.ensure_tables)
+                await history.connect()
+            except BaseException:
+                await history.close()
+                await self._release_historian()
+                raise
             self._iceberg, self._history = iceberg, history
             self._fetcher = Fetcher(FetchContext(iceberg, history, settings, get_plugin_manager().hook,
                                                  settings.request_timeout))
 
     async def stop(self) -> None:
-        """Close sockets and tasks; the client cannot be used afterwards."""
+        """Close sockets, tasks and threads; the client cannot be used afterwards. Idempotent.
+
+        Remote mode closes the HistoryClient's sockets; embedded mode stops its worker threads
+        and, if it was the last client of the in-process historian, the committer thread too.
+        """
         self._closed = True
         history, self._history, self._fetcher = self._history, None, None
-        if history is not None:
-            await history.close()
+        try:
+            if history is not None:
+                await history.close()
+        finally:
+            await self._release_historian()
+
+    async def _release_historian(self) -> None:
+        historian, self._historian = self._historian, None
+        if historian is not None:
+            from .embedded import release_historian
+
+            await asyncio.to_thread(release_historian, historian)
 
     async def __aenter__(self) -> OHLCClient:
         await self.start()

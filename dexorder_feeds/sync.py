@@ -3,6 +3,10 @@
 Works in a plain script, inside a running event loop (a notebook cell: the caller's loop is not
 touched, the call blocks on the background loop), and from many threads at once. The original
 exception is re-raised in the caller; timeouts are honoured; the loop is recreated after a fork.
+
+:func:`close_sync_clients` (also run at interpreter exit) stops the shared clients, the loop's
+worker threads and the loop thread itself, and closes the loop: afterwards no thread, socket or
+task of the sync face is left. The next blocking call starts a fresh loop.
 """
 
 from __future__ import annotations
@@ -136,7 +140,11 @@ async def _close_all() -> None:
     clients = list(_clients.values())
     _clients.clear()
     for client in clients:
-        await client.stop()
+        try:
+            await client.stop()
+        except Exception:  # closing anyway: one client's failure must not keep the others open
+            pass
+    await asyncio.get_running_loop().shutdown_default_executor()  # joins the to_thread workers
 
 
 def close_sync_clients(timeout: float = 5.0) -> None:
@@ -151,10 +159,13 @@ def close_sync_clients(timeout: float = 5.0) -> None:
         asyncio.run_coroutine_threadsafe(_close_all(), loop).result(timeout)
     except Exception:  # exiting anyway: never hang or fail at exit
         pass
-    loop.call_soon_threadsafe(loop.stop)
+    try:
+        loop.call_soon_threadsafe(loop.stop)
+    except RuntimeError:  # closed meanwhile
+        return
     if thread is not None:
         thread.join(timeout)
-    if not loop.is_running():
+    if not loop.is_running() and not loop.is_closed():
         loop.close()
 
 

@@ -12,6 +12,12 @@ The process logs at INFO to stderr, which a thread collects; the relay is ready 
 ``relay ready`` (see :mod:`dexorder_feeds.server.relay`). Ports are picked by binding
 ``127.0.0.1:0`` and releasing the port; if the relay then finds one taken, it is started again
 on new ports.
+
+For fault tests: ``relay.restart()`` kills the process (SIGKILL, if still alive) and starts a
+new one on the same endpoints, catalog and options; ``relay.rss_kb()`` reads its resident memory;
+``start_relay_process(..., relay_endpoint=…, notification_endpoint=…)`` binds given endpoints;
+``env=`` adds environment variables and ``preexec_fn=`` runs in the child before exec (e.g. to
+set a resource limit).
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["RelayProcess", "free_tcp_port", "start_relay_process", "relay_process", "READY_TEXT"]
 
@@ -43,8 +50,9 @@ class RelayProcess:
     """A running ``dexorder-feeds serve`` subprocess and what it logged."""
 
     def __init__(self, proc: subprocess.Popen[str], relay_endpoint: str, notification_endpoint: str,
-                 catalog_uri: str, base_dir: Path) -> None:
+                 catalog_uri: str, base_dir: Path, options: Mapping[str, Any] | None = None) -> None:
         self.proc = proc
+        self.options = dict(options or {})  # what start_relay_process got, for restart()
         self.relay_endpoint = relay_endpoint
         self.notification_endpoint = notification_endpoint
         self.catalog_uri = catalog_uri
@@ -99,6 +107,25 @@ class RelayProcess:
             self.proc.kill()
         return self.proc.wait()
 
+    def restart(self, ready_timeout: float = 60.0) -> RelayProcess:
+        """SIGKILL this process (if alive) and start a new one on the same endpoints and catalog."""
+        self.kill()
+        self.stop()
+        options = dict(self.options, catalog_uri=self.catalog_uri, relay_endpoint=self.relay_endpoint,
+                       notification_endpoint=self.notification_endpoint, ready_timeout=ready_timeout)
+        return start_relay_process(self.base_dir, **options)
+
+    def rss_kb(self) -> int:
+        """The process's resident set size in kB (``VmRSS`` from ``/proc``; 0 where unknown)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
     def stop(self) -> int:
         """Stop however needed (for fixture teardown); returns the exit code."""
         try:
@@ -128,23 +155,33 @@ def start_relay_process(
     extra_args: Sequence[str] = (),
     ready_timeout: float = 60.0,
     attempts: int = 3,
+    relay_endpoint: str | None = None,
+    notification_endpoint: str | None = None,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> RelayProcess:
     """Start ``dexorder-feeds serve`` on free loopback ports and wait until it is ready.
 
     ``catalog_uri`` defaults to a SQLite catalog in ``base_dir``; ``sources`` are
     ``EXCHANGE=SPEC`` strings. Raises ``RuntimeError`` with the process log if it fails to start.
+    Given endpoints are used as they are (retried for a moment while the port is still taken).
     """
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     catalog_uri = catalog_uri or f"sqlite:///{base_dir / 'catalog.db'}"
+    options = dict(sources=list(sources), workers=workers, extra_args=list(extra_args), attempts=attempts,
+                   env=dict(env or {}), preexec_fn=preexec_fn)
+    fixed = relay_endpoint is not None and notification_endpoint is not None
     last_log = ""
     for _ in range(attempts):
-        relay_port = free_tcp_port()
-        notify_port = free_tcp_port()
-        while notify_port == relay_port:
+        if not fixed:
+            relay_port = free_tcp_port()
             notify_port = free_tcp_port()
-        relay_endpoint = f"tcp://127.0.0.1:{relay_port}"
-        notification_endpoint = f"tcp://127.0.0.1:{notify_port}"
+            while notify_port == relay_port:
+                notify_port = free_tcp_port()
+            relay_endpoint = f"tcp://127.0.0.1:{relay_port}"
+            notification_endpoint = f"tcp://127.0.0.1:{notify_port}"
+        assert relay_endpoint is not None and notification_endpoint is not None
         command = [
             sys.executable, "-m", "dexorder_feeds.cli", "--log-level", "INFO", "serve",
             "--relay-endpoint", relay_endpoint, "--notification-endpoint", notification_endpoint,
@@ -156,14 +193,17 @@ def start_relay_process(
             command += ["--workers", str(workers)]
         command += list(extra_args)
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=_environment(base_dir), cwd=base_dir)
-        relay = RelayProcess(proc, relay_endpoint, notification_endpoint, catalog_uri, base_dir)
+                                stderr=subprocess.PIPE, text=True, env={**_environment(base_dir), **(env or {})},
+                                cwd=base_dir, preexec_fn=preexec_fn)
+        relay = RelayProcess(proc, relay_endpoint, notification_endpoint, catalog_uri, base_dir, options)
         if relay.wait_for_log(READY_TEXT, ready_timeout):
             return relay
         relay.stop()
         last_log = relay.logs()
         if "Address already in use" not in last_log:
             break
+        if fixed:
+            time.sleep(0.5)
     raise RuntimeError(f"dexorder-feeds serve did not become ready:\n{last_log}")
 
 

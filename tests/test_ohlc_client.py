@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from dexorder_feeds import ClientClosedError, OHLCClient
-from dexorder_feeds.errors import InvalidPeriodError, InvalidTickerError, InvalidTimeRangeError
+from dexorder_feeds.errors import InvalidPeriodError, InvalidTickerError, InvalidTimeRangeError, RequestTimeoutError
 from dexorder_feeds.iceberg_client import FetchRequest
 
 from conftest import SEED_END, SEED_START, SEED_TICKER
@@ -226,3 +226,77 @@ def test_fetch_before_start_starts_the_client():
 def test_fetch_request_validation_matches_the_seed_example():
     request = FetchRequest.create(SEED_TICKER, 3600, SEED_START, SEED_END)
     assert request.interval == (SEED_START, SEED_START + 168 * H)
+
+
+def test_a_fill_committed_by_another_process_during_the_cache_read_is_never_half_seen(monkeypatch):
+    """Another historian commits candles, then coverage, while this fetch reads the cache: the
+    fetch must see either neither (and fill) or both, never the coverage without its candles."""
+    import uuid
+
+    from dexorder_feeds.catalog import open_catalog
+    from dexorder_feeds.server.historian import Historian
+    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.wire import HistoryRequest
+
+    async def main():
+        async with OHLCClient() as client:
+            warehouse = client.iceberg.warehouse
+            other = Historian(Warehouse(open_catalog(client.settings.iceberg_catalog_uri, cache=False)))
+            real = Warehouse._tables
+            fired = []
+
+            def tables(self, *names):
+                # The other process commits just before this fetch loads the coverage table.
+                if not fired and self is warehouse and "coverage" in names:
+                    fired.append(other.handle(HistoryRequest(
+                        request_id=uuid.uuid4().hex, client_id="other", ticker=SEED_TICKER, period_seconds=3600,
+                        start_time=SEED_START, end_time=SEED_START + 24 * H - 1)))
+                return real(self, *names)
+
+            monkeypatch.setattr(Warehouse, "_tables", tables)
+            df = await client.fetch_ohlc(SEED_TICKER, 3600, SEED_START, SEED_START + 24 * H - 1)
+            other.warehouse.close()
+            return df, fired
+
+    df, fired = run(main())
+    assert fired and fired[0].row_count == 24
+    assert len(df) == 24
+
+
+def test_a_fetch_waiting_on_another_fetchs_fill_survives_that_fetchs_cancellation_or_timeout():
+    """Two fetches share a gap fill; the one that owns it is cancelled, or times out on its own
+    short timeout: the other, which nobody cancelled, must still get its candles."""
+
+    async def main():
+        async with OHLCClient() as client:
+            history = client._fetcher.context.history
+            real = history.request_historical_ohlc
+
+            async def slow(*args, timeout=30.0, **kwargs):
+                # A historian that needs 0.5 s, behind a transport that honours the timeout.
+                if timeout < 0.5:
+                    await asyncio.sleep(timeout)
+                    raise RequestTimeoutError(f"no notification within {timeout} s")
+                await asyncio.sleep(0.5)
+                return await real(*args, timeout=timeout, **kwargs)
+
+            history.request_historical_ohlc = slow
+            day = (SEED_TICKER, 3600, SEED_START, SEED_START + 24 * H - 1)
+            owner = asyncio.create_task(client.fetch_ohlc(*day))
+            await asyncio.sleep(0.05)
+            waiter = asyncio.create_task(client.fetch_ohlc(*day))
+            await asyncio.sleep(0.05)
+            owner.cancel()
+            first = await waiter
+
+            next_day = (SEED_TICKER, 3600, SEED_START + 24 * H, SEED_START + 48 * H - 1)
+            impatient = asyncio.create_task(client.fetch_ohlc(*next_day, request_timeout=0.1))
+            await asyncio.sleep(0.05)
+            patient = asyncio.create_task(client.fetch_ohlc(*next_day, request_timeout=60))
+            with pytest.raises(TimeoutError):
+                await impatient
+            second = await patient
+            return first, second
+
+    first, second = run(main())
+    assert len(first) == 24 and len(second) == 24

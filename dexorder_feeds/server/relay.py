@@ -18,16 +18,32 @@ A history request is validated at once (``Historian.validate``) and answered ``a
 rejected with the error's class name and message. Accepted requests run on a pool of
 ``workers`` historian threads, so one slow ticker does not hold up the others; each finished
 notification is published and one log line gives its timings (queue wait, historian, total).
-A repeated ``request_id`` is the same request: while it runs the repeat is only acknowledged,
-after it finished the stored notification (an LRU of the last :data:`RESULT_CACHE_SIZE`) is
-published again. Frames that are not valid wire messages are answered with a ``ProtocolError``
+Requests for overlapping ranges of one ticker and period run one after the other, in arrival
+order: a later one waits (holding no worker) until the earlier ones are done, then finds their
+candles stored and only fetches and commits what is left, so under many clients asking for
+overlapping windows each candle is fetched from its source and committed once instead of racing
+through the single committer. A repeated ``request_id`` is the same request: while it runs the
+repeat is only acknowledged, after it finished the stored notification (an LRU of the last
+:data:`RESULT_CACHE_SIZE`) is published again (a copy that finds its subscriber gone is dropped
+quietly: the first one was delivered). Frames that are not valid wire messages are answered with a ``ProtocolError``
 rejection (or dropped with one log line when the envelope itself is unusable); the relay keeps
 serving. Frames over :data:`dexorder_feeds.wire.MAX_FRAME_BYTES` are refused, and libzmq
 disconnects a peer that sends a frame over :data:`MAX_MESSAGE_BYTES`.
 
+Who may talk: with CURVE configured (:class:`~dexorder_feeds.auth.ServerCurve`: the relay's key
+pair and a directory of admitted client public keys), both sockets are CURVE servers and a ZAP
+handler on this loop admits only the listed keys; an unlisted client's handshake fails, so it can
+neither send a request nor subscribe. SIGHUP re-reads the key directory. See ``docs/security.md``.
+
+Limits against floods: request and client ids longer than :data:`MAX_ID_LENGTH` are refused as
+``ProtocolError``; beyond :data:`MAX_PENDING_CHECKS` validations and subscribe checks waiting, or
+``max_queued`` requests queued or running, new requests are answered ``RelayUnavailableError``
+(retry later) instead of piling up memory. Heartbeats (:data:`HEARTBEAT_IVL_MS`) drop dead peers,
+so a vanished subscriber's topic is released.
+
 Readiness: once both sockets are bound the relay logs ``relay ready request=<endpoint>
-notification=<endpoint> workers=<n>`` at INFO on this module's logger (run ``dexorder-feeds
---log-level INFO serve`` to see it; the test helper ``tests/relay_process.py`` waits for it).
+notification=<endpoint> workers=<n> auth=<none|curve>`` at INFO on this module's logger (run
+``dexorder-feeds --log-level INFO serve`` to see it; ``tests/relay_process.py`` waits for it).
 
 Shutdown (SIGINT/SIGTERM, or :meth:`RelayServer.stop`): the ROUTER is closed first (no new
 requests), requests queued but not started are answered with an ERROR notification saying to
@@ -47,11 +63,21 @@ import signal
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from ..auth import (
+    ServerCurve,
+    configure_server_socket,
+    describe,
+    reload_authorized_keys,
+    server_curve,
+    start_authenticator,
+)
+from ..catalog import scrub
 from ..config import Settings
 from ..errors import DexOrderError, InvalidRequestError, ProtocolError
 from ..wire import (
@@ -73,6 +99,9 @@ __all__ = [
     "SUBSCRIBE_CHECK_WAIT_SECONDS",
     "RESULT_CACHE_SIZE",
     "MAX_MESSAGE_BYTES",
+    "MAX_ID_LENGTH",
+    "MAX_PENDING_CHECKS",
+    "DEFAULT_MAX_QUEUED",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +114,12 @@ SOCKET_BACKLOG = 1024
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_ENVELOPE_FRAMES = 32
 FINAL_FLUSH_LINGER_MS = 1000
+MAX_ID_LENGTH = 128
+MAX_PENDING_CHECKS = 10_000
+DEFAULT_MAX_QUEUED = 10_000
+HEARTBEAT_IVL_MS = 10_000
+HEARTBEAT_TIMEOUT_MS = 30_000
+_SIGHUP = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
 _SHUTDOWN_MESSAGE = "the relay shut down before this request started; send it again"
 
 
@@ -107,6 +142,9 @@ class RelayServer:
         notification_hold: float = NOTIFICATION_HOLD_SECONDS,
         subscribe_check_wait: float = SUBSCRIBE_CHECK_WAIT_SECONDS,
         result_cache_size: int = RESULT_CACHE_SIZE,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        curve: ServerCurve | None = None,
+        secrets: Mapping[str, Any] | None = None,
         owns_historian: bool = False,
     ) -> None:
         if workers < 1:
@@ -118,7 +156,11 @@ class RelayServer:
         self.notification_hold = notification_hold
         self.subscribe_check_wait = subscribe_check_wait
         self.result_cache_size = result_cache_size
+        self.max_queued = max_queued
+        self.curve = curve
+        self._secrets = dict(secrets or {})  # catalog properties: their secret values never go on the wire
         self._owns_historian = owns_historian
+        self._authenticator: Any = None
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -133,8 +175,9 @@ class RelayServer:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._live_topics: set[bytes] = set()
         self._topic_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._held: dict[bytes, list[tuple[float, str, bytes]]] = {}
+        self._held: dict[bytes, list[tuple[float, str, bytes, bool]]] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._ranges: dict[tuple[str, int], list[tuple[int, int, asyncio.Task[None]]]] = {}
         self._results: OrderedDict[str, Notification] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -154,6 +197,8 @@ class RelayServer:
 
         if not settings.relay_endpoint or not settings.notification_endpoint:
             raise InvalidRequestError("the relay needs both relay_endpoint and notification_endpoint to bind")
+        options.setdefault("curve", server_curve(settings))  # key files are checked before anything starts
+        options.setdefault("secrets", settings.catalog_properties)
         warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri, settings.catalog_properties), settings.namespace)
         historian = Historian(warehouse, SourceRegistry(settings.sources), max_range_candles=max_range_candles)
         return cls(historian, settings.relay_endpoint, settings.notification_endpoint,
@@ -232,6 +277,8 @@ class RelayServer:
         ctx = zmq.asyncio.Context()
         try:
             await loop.run_in_executor(None, self.historian.warehouse.ensure_tables)
+            if self.curve is not None:
+                self._authenticator = start_authenticator(ctx, self.curve)
             self._router, self._xpub = self._bind(ctx)
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.workers, thread_name_prefix="dexorder-historian"
@@ -241,8 +288,8 @@ class RelayServer:
                 loop.create_task(self._expire_held(), name="relay-expiry"),
             ]
             serving = loop.create_task(self._serve_requests(), name="relay-requests")
-            log.info("relay ready request=%s notification=%s workers=%d",
-                     self.relay_endpoint, self.notification_endpoint, self.workers)
+            log.info("relay ready request=%s notification=%s workers=%d auth=%s",
+                     self.relay_endpoint, self.notification_endpoint, self.workers, describe(self.curve))
             self._ready.set()
             await self._stop_event.wait()
             await self._shutdown(serving, background)
@@ -250,6 +297,9 @@ class RelayServer:
             for sock in (self._router, self._xpub):
                 if sock is not None and not sock.closed:
                     sock.close(linger=0)
+            if self._authenticator is not None:
+                self._authenticator.stop()
+                self._authenticator = None
             ctx.term()
             if self._executor is not None:
                 self._executor.shutdown(wait=True, cancel_futures=True)
@@ -257,7 +307,7 @@ class RelayServer:
                 self.historian.close()
                 self.historian.warehouse.close()
             if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGINT, signal.SIGTERM, *_SIGHUP):
                     try:
                         loop.remove_signal_handler(sig)
                     except (NotImplementedError, RuntimeError, ValueError):
@@ -265,11 +315,26 @@ class RelayServer:
             log.info("relay stopped")
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in _SIGHUP:
+            try:
+                loop.add_signal_handler(sig, self.reload_keys)
+            except (NotImplementedError, RuntimeError):
+                pass
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
                 signal.signal(sig, lambda signum, frame: loop.call_soon_threadsafe(self._on_signal, signum))
+
+    def reload_keys(self) -> None:
+        """Re-read the directory of admitted client keys (SIGHUP); a no-op without CURVE."""
+        if self.curve is None or self._authenticator is None:
+            log.info("SIGHUP received: no CURVE keys to reload")
+            return
+        try:
+            reload_authorized_keys(self._authenticator, self.curve)
+        except Exception:
+            log.exception("reloading the admitted client keys failed; the previous set stays in force")
 
     def _on_signal(self, sig: int) -> None:
         self._signals_seen += 1
@@ -286,6 +351,9 @@ class RelayServer:
         for sock in (router, xpub):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.BACKLOG, SOCKET_BACKLOG)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+            configure_server_socket(sock, self.curve)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         xpub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         xpub.setsockopt(zmq.SNDHWM, 10_000)
@@ -361,6 +429,20 @@ class RelayServer:
             log.warning("relay: rejecting an invalid frame of %d bytes: %s", len(payload), exc)
             await self._reply(envelope, RequestReply(accepted=False, reason=str(exc), error_type="ProtocolError"))
             return
+        if isinstance(message, (HistoryRequest, SubscribeCheck)):
+            problem = self._id_problem(message)
+            if problem:
+                log.warning("relay: rejecting a %s: %s", type(message).__name__, problem)
+                await self._reply(envelope, RequestReply(request_id=message.request_id[:MAX_ID_LENGTH], accepted=False,
+                                                         reason=problem, error_type="ProtocolError"))
+                return
+            if len(self._tasks) >= MAX_PENDING_CHECKS:
+                log.warning("relay: %d validations and checks pending; refusing %s for now", len(self._tasks),
+                            message.request_id)
+                await self._reply(envelope, RequestReply(
+                    request_id=message.request_id, accepted=False, error_type="RelayUnavailableError",
+                    reason="the relay is overloaded; retry in a moment"))
+                return
         if isinstance(message, HistoryRequest):
             self._spawn(self._on_history_request(envelope, message, received), name="relay-accept")
         elif isinstance(message, SubscribeCheck):
@@ -372,8 +454,20 @@ class RelayServer:
             await self._reply(envelope, RequestReply(request_id=request_id, accepted=False, reason=reason,
                                                      error_type="ProtocolError"))
 
+    @staticmethod
+    def _id_problem(message: HistoryRequest | SubscribeCheck) -> str:
+        for name in ("request_id", "client_id"):
+            value = getattr(message, name)
+            if len(value) > MAX_ID_LENGTH:
+                return f"{name} of {len(value)} characters is longer than {MAX_ID_LENGTH}"
+            if not value.isprintable():
+                return f"{name} must be printable text"
+        return ""
+
     async def _reply(self, envelope: list[bytes], reply: RequestReply) -> None:
         assert self._router is not None
+        if reply.reason and self._secrets:
+            reply.reason = scrub(reply.reason, self._secrets)
         try:
             await self._router.send_multipart([*envelope, encode_frame(reply)])
         except zmq.ZMQError as exc:  # the peer vanished, or we are shutting down
@@ -403,6 +497,13 @@ class RelayServer:
             return
         if self._router is None or self._router.closed:
             return  # shutting down: no reply, the client retries elsewhere
+        if (len(self._in_flight) >= self.max_queued and request_id not in self._in_flight
+                and request_id not in self._results):
+            log.warning("relay: %d requests queued or running; refusing %s for now", len(self._in_flight), request_id)
+            await self._reply(envelope, RequestReply(
+                request_id=request_id, accepted=False, error_type="RelayUnavailableError",
+                reason=f"the relay is overloaded ({len(self._in_flight)} requests queued); retry in a moment"))
+            return
         await self._reply(envelope, RequestReply(request_id=request_id, accepted=True))
         if request_id in self._in_flight:
             log.info("relay: request %s repeated while in flight; not run again", request_id)
@@ -414,15 +515,31 @@ class RelayServer:
             again.CopyFrom(stored)
             again.client_id = request.client_id
             log.info("relay: request %s repeated after it finished; publishing its notification again", request_id)
-            await self._publish(again)
+            await self._publish(again, repeat=True)
             return
-        self._in_flight[request_id] = self._loop.create_task(self._run_request(request, received),
-                                                             name=f"relay-request-{request_id}")
+        key = (request.ticker, request.period_seconds)
+        ranges = self._ranges.setdefault(key, [])
+        earlier = [task for start, end, task in ranges if start <= request.end_time and request.start_time <= end]
+        task = self._loop.create_task(self._run_request(request, received, earlier), name=f"relay-request-{request_id}")
+        self._in_flight[request_id] = task
+        entry = (request.start_time, request.end_time, task)
+        ranges.append(entry)
+        task.add_done_callback(lambda _task: self._forget_range(key, entry))
 
-    async def _run_request(self, request: HistoryRequest, received: float) -> None:
+    def _forget_range(self, key: tuple[str, int], entry: tuple[int, int, asyncio.Task[None]]) -> None:
+        ranges = self._ranges.get(key)
+        if ranges is not None:
+            ranges.remove(entry)
+            if not ranges:
+                del self._ranges[key]
+
+    async def _run_request(self, request: HistoryRequest, received: float,
+                           earlier: list[asyncio.Task[None]]) -> None:
         assert self._executor is not None
         started = finished = time.perf_counter()
         try:
+            if earlier:  # overlapping requests that came first: their candles are then stored, not redone
+                await asyncio.wait(earlier)
             job = self._executor.submit(self._timed_handle, request)
             try:
                 notification, started, finished = await asyncio.wrap_future(job)
@@ -481,13 +598,17 @@ class RelayServer:
                 for waiter in self._topic_waiters.pop(topic, []):
                     if not waiter.done():
                         waiter.set_result(None)
-                for _deadline, _request_id, frame in self._held.pop(topic, []):
+                for _deadline, _request_id, frame, _repeat in self._held.pop(topic, []):
                     await self._send_notification(topic, frame)
             elif message[0] == 0:
                 self._live_topics.discard(topic)
 
-    async def _publish(self, notification: Notification) -> None:
+    async def _publish(self, notification: Notification, *, repeat: bool = False) -> None:
+        """Send a notification now if its topic is live, else hold it (``repeat``: a copy of one
+        already published once, sent again for a repeated request id)."""
         assert self._loop is not None
+        if notification.error_message and self._secrets:
+            notification.error_message = scrub(notification.error_message, self._secrets)
         topic = notification_topic(notification.client_id)
         frame = encode_frame(notification)
         if topic in self._live_topics:
@@ -495,7 +616,7 @@ class RelayServer:
         else:
             log.debug("relay: holding the notification of %s until %r is subscribed", notification.request_id, topic)
             deadline = self._loop.time() + self.notification_hold
-            self._held.setdefault(topic, []).append((deadline, notification.request_id, frame))
+            self._held.setdefault(topic, []).append((deadline, notification.request_id, frame, repeat))
 
     async def _send_notification(self, topic: bytes, frame: bytes) -> None:
         assert self._xpub is not None
@@ -512,7 +633,10 @@ class RelayServer:
             for topic in list(self._held):
                 keep = []
                 for item in self._held[topic]:
-                    if item[0] <= now:
+                    if item[0] <= now and item[3]:  # its first copy went out when the request finished
+                        log.info("relay: dropped a repeated notification of request %s: %r unsubscribed meanwhile",
+                                 item[1], topic.decode(errors="replace"))
+                    elif item[0] <= now:
                         log.warning("relay: dropped the notification of request %s: nobody subscribed to %r within %.0f s",
                                     item[1], topic.decode(errors="replace"), self.notification_hold)
                     else:
