@@ -81,3 +81,13 @@ def test_the_progress_bar_follows_gap_fill_events():
     silent = ProgressBar(enabled=False)
     silent.dexorder_cache_checked(request=request, cached_rows=0, missing_ranges=[(1, 2)])
     assert silent.bar is None
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    script = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-m', 'dexorder_feeds.cli', 'fetch', "
+              "'SIM:BTC/USDT', '--start', '2025-01-01', '--end', '2025-01-07'], stdout=subprocess.PIPE, "
+              "stderr=subprocess.PIPE); p.stdout.readline(); p.stdout.close(); err = p.stderr.read(); "
+              "print(p.wait(), 'Traceback' in err.decode())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DEXORDER_CACHE_DIR": str(tmp_path)}).stdout.split()
+    assert out == ["0", "False"]
