@@ -5,7 +5,7 @@ This package is a plugin of the core: it registers post-import hooks so that
 ``bt.feeds.DexOrderData`` and ``vbt.DexOrderData`` appear whatever the import order, without
 importing either framework itself (it is imported by ``import dexorder_feeds``, so it stays
 free of framework imports). Each adapter module imports its framework at the top and, if the
-framework is missing, raises :class:`~dexorder_feeds.errors.MissingDependencyError` naming the
+framework is missing, raises :class:`~dexorder_feeds.vocabulary.errors.MissingDependencyError` naming the
 extra to install.
 """
 

@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import resolve_settings
-from ..errors import DataError, InvalidRequestError
-from ..iceberg_client import FetchRequest
-from ..markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
-from ..ohlc_client import OHLCClient
-from ..timeconv import now_micros
+from ..vocabulary.errors import DataError, InvalidRequestError
+from ..vocabulary.requests import FetchRequest, closed_period_stop
+from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
+from ..client.ohlc_client import OHLCClient
+from ..vocabulary.times import now_micros
 
 __all__ = [
     "CLIENT_SETTINGS",
@@ -75,7 +75,7 @@ async def sync_client(client: OHLCClient | None, settings: Mapping[str, Any]) ->
         if settings:
             raise TypeError("pass either client=... or client settings, not both")
         return client
-    from .. import sync
+    from ..client import sync
 
     resolved = resolve_settings(**settings)
     # One shared client per settings, started on the sync loop (the same registry the blocking
@@ -112,8 +112,7 @@ def closed_stop(request: FetchRequest, now: int | None = None) -> int | None:
     """The exclusive end of the closed candles of ``request`` (None if it holds no candle)."""
     if request.interval is None:
         return None
-    now = now_micros() if now is None else now
-    return min(request.interval[1], now // request.period_us * request.period_us)
+    return min(request.interval[1], closed_period_stop(request.period_seconds, now))
 
 
 async def fetch_candles(

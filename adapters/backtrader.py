@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidPeriodError, InvalidRequestError, missing_dependency
-from ..sync import run_sync
-from ..tickers import parse_ticker
-from ..timeconv import now_micros, parse_period, to_micros
+from ..vocabulary.errors import InvalidPeriodError, InvalidRequestError, missing_dependency
+from ..client.sync import run_sync
+from ..vocabulary.tickers import parse_ticker
+from ..vocabulary.times import now_micros, parse_period, to_micros
 from ._source import CLIENT_SETTINGS, check_missing, client_settings, exact_floats, fetch_candles, sync_client
 
 try:

@@ -27,10 +27,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..iceberg_client import FetchRequest
-from ..ohlc_client import OHLCClient
-from ..sync import get_loop, run_sync
-from ..timeconv import now_micros
+from ..vocabulary.requests import FetchRequest
+from ..client.ohlc_client import OHLCClient
+from ..client.sync import get_loop, run_sync
+from ..vocabulary.times import now_micros
 from ._source import Fetched, check_missing, client_settings, fetch_candles, sync_client
 
 __all__ = ["Candle", "candles", "acandles", "DEFAULT_PAGE_SIZE"]

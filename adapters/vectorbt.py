@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidRequestError, missing_dependency
-from ..ohlc_client import OHLCClient
-from ..sync import run_sync
-from ..tickers import parse_ticker
-from ..timeconv import now_micros, parse_period, to_micros
+from ..vocabulary.errors import InvalidRequestError, missing_dependency
+from ..client.ohlc_client import OHLCClient
+from ..client.sync import run_sync
+from ..vocabulary.tickers import parse_ticker
+from ..vocabulary.times import now_micros, parse_period, to_micros
 from ._source import (
     Fetched,
     check_missing,

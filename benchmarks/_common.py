@@ -157,9 +157,9 @@ def build_warehouse(uri: str, size: Size) -> dict[str, Any]:
     """The warehouse the read benchmarks share: hourly candles of several SIM tickers and a
     long run of 1-minute candles, written by the historian the way gap fills write them (the
     minute run in the fetcher's 100,000-candle requests). Returns what was written."""
-    from dexorder_feeds.catalog import open_catalog
-    from dexorder_feeds.server.historian import Historian
-    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.storage.catalog import open_catalog
+    from dexorder_feeds.ingest.historian import Historian
+    from dexorder_feeds.storage.warehouse import Warehouse
     from dexorder_feeds.wire import HistoryRequest
 
     warehouse = Warehouse(open_catalog(uri))

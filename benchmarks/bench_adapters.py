@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"generated {bars:,} SIM candles into the warehouse in {time.perf_counter() - began:.1f} s")
         bench_backtrader(bars, repeats)
         bench_iterator(bars, repeats)
-        from dexorder_feeds.sync import close_sync_clients
+        from dexorder_feeds.client.sync import close_sync_clients
 
         close_sync_clients()
 

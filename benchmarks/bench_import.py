@@ -37,7 +37,7 @@ def bench_b8(size: Size) -> Result:
         "pyiceberg": import_seconds("import pyiceberg", runs),
         "pyiceberg_read": import_seconds("import pyiceberg.catalog.sql, pyiceberg.table", runs),
         "dexorder_feeds_read": import_seconds(
-            "import dexorder_feeds, dexorder_feeds.ohlc_client, dexorder_feeds.warehouse", runs),
+            "import dexorder_feeds, dexorder_feeds.client.ohlc_client, dexorder_feeds.storage.warehouse", runs),
     }
     ours, anchor, read = figures["dexorder_feeds"], figures["pyiceberg"], figures["pyiceberg_read"]
     result = Result(

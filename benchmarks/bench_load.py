@@ -62,7 +62,7 @@ def _windows(client: int, fetches: int, tickers: int, seed: int, round_: int = 0
 def worker(config: dict[str, Any]) -> dict[str, Any]:
     """Run ``config["clients"]`` clients in this process; return counts and latencies."""
     from dexorder_feeds import hookimpl
-    from dexorder_feeds.ohlc_client import OHLCClient
+    from dexorder_feeds.client.ohlc_client import OHLCClient
     from dexorder_feeds.plugins import get_plugin_manager
 
     class Counter:
@@ -88,7 +88,7 @@ def worker(config: dict[str, Any]) -> dict[str, Any]:
 
     counter = Counter()
     get_plugin_manager().register(counter)
-    logging.getLogger("dexorder_feeds.fetcher").addHandler(LostNotifications())
+    logging.getLogger("dexorder_feeds.client.fetcher").addHandler(LostNotifications())
     latencies: list[float] = []
     failures: list[str] = []
     wrong = 0
@@ -142,8 +142,8 @@ def _duplicates(catalog_uri: str, tickers: int, rounds: int = 1) -> tuple[int, i
     """(stored rows, duplicate rows) over every load ticker, read with a fresh warehouse."""
     import pyarrow.compute as pc
 
-    from dexorder_feeds.catalog import open_catalog
-    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.storage.catalog import open_catalog
+    from dexorder_feeds.storage.warehouse import Warehouse
 
     warehouse = Warehouse(open_catalog(catalog_uri))
     rows = duplicates = 0

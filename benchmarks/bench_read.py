@@ -57,7 +57,7 @@ class Session:
     """An embedded ``OHLCClient`` on its own event loop, for timing ``fetch_ohlc`` calls."""
 
     def __init__(self, uri: str) -> None:
-        from dexorder_feeds.ohlc_client import OHLCClient
+        from dexorder_feeds.client.ohlc_client import OHLCClient
 
         self.loop = asyncio.new_event_loop()
         self.client = OHLCClient(iceberg_catalog_uri=uri)
@@ -185,8 +185,8 @@ def _release_memory() -> None:
 
 def memory_child(variant: str, uri: str, ticker: str, period: int, start: int, stop: int) -> dict[str, Any]:
     """In a fresh process: warm up, then the peak RSS of one bulk fetch above the RSS before it."""
-    from dexorder_feeds.catalog import open_catalog
-    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.storage.catalog import open_catalog
+    from dexorder_feeds.storage.warehouse import Warehouse
 
     if variant == "ours":
         session = Session(uri)
@@ -277,10 +277,10 @@ def _holes(size: Size) -> list[tuple[int, int]]:
 def _seed_with_holes(warehouse: Any, start: int, stop: int, holes: list[tuple[int, int]]) -> None:
     """Store every candle of [start, stop) but the holes, and record the rest as covered, in
     one commit each (setup, not measured)."""
-    from dexorder_feeds.markets import MarketInfo
-    from dexorder_feeds.server.sources.sim import SimulatedSource
-    from dexorder_feeds.tickers import parse_ticker
-    from dexorder_feeds.warehouse import candle_arrow_schema
+    from dexorder_feeds.vocabulary.markets import MarketInfo
+    from dexorder_feeds.ingest.sources.sim import SimulatedSource
+    from dexorder_feeds.vocabulary.tickers import parse_ticker
+    from dexorder_feeds.storage.warehouse import candle_arrow_schema
 
     got = SimulatedSource().fetch_candles(parse_ticker(GAPS_TICKER), 3600, start, stop)
     frame = got.frame
@@ -317,7 +317,7 @@ def _seed_with_holes(warehouse: Any, start: int, stop: int, holes: list[tuple[in
 
 
 def bench_b3(uri: str, size: Size) -> Result:
-    from dexorder_feeds.maintenance import run_maintenance
+    from dexorder_feeds.storage.maintenance import run_maintenance
 
     holes = _holes(size)
     start = (size.hourly_start // DAY) * DAY

@@ -76,8 +76,8 @@ def raw_round_trips(payload: bytes, count: int) -> list[float]:
 def bench_b4(size: Size, base_dir: Path) -> Result:
     from relay_process import relay_process
 
-    from dexorder_feeds.history_client import HistoryClient
-    from dexorder_feeds.ohlc_client import OHLCClient
+    from dexorder_feeds.client.history_client import HistoryClient
+    from dexorder_feeds.client.ohlc_client import OHLCClient
     from dexorder_feeds.wire import HistoryRequest, encode_frame
 
     start, stop = START_2025 - size.b4_days * DAY, START_2025

@@ -27,9 +27,9 @@ def _gaps(start: int, days: int) -> list[tuple[int, int]]:
 
 def _seed(uri: str, symbols: list[str], start: int, stop: int, gaps: list[tuple[int, int]]) -> None:
     """Store the range of every symbol except the gaps (through the historian, untimed)."""
-    from dexorder_feeds.catalog import open_catalog
-    from dexorder_feeds.server.historian import Historian
-    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.storage.catalog import open_catalog
+    from dexorder_feeds.ingest.historian import Historian
+    from dexorder_feeds.storage.warehouse import Warehouse
     from dexorder_feeds.wire import HistoryRequest
 
     warehouse = Warehouse(open_catalog(uri))

@@ -12,30 +12,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import errors as _errors
-from .errors import *  # noqa: F403 - the exception tree is public
+from .vocabulary import errors as _errors
+from .vocabulary.errors import *  # noqa: F403 - the exception tree is public
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from .adapters.iterator import Candle, acandles, candles
     from .config import Settings
-    from .history_client import HistoryClient
-    from .iceberg_client import IcebergClient
-    from .markets import MarketInfo
-    from .ohlc_client import OHLCClient
-    from .sync import fetch_ohlc
+    from .client.history_client import HistoryClient
+    from .client.iceberg_client import IcebergClient
+    from .vocabulary.markets import MarketInfo
+    from .client.ohlc_client import OHLCClient
+    from .client.sync import fetch_ohlc
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "OHLCClient": ".ohlc_client",
-    "IcebergClient": ".iceberg_client",
-    "HistoryClient": ".history_client",
-    "fetch_ohlc": ".sync",
+    "OHLCClient": ".client.ohlc_client",
+    "IcebergClient": ".client.iceberg_client",
+    "HistoryClient": ".client.history_client",
+    "fetch_ohlc": ".client.sync",
     "candles": ".adapters.iterator",
     "acandles": ".adapters.iterator",
     "Candle": ".adapters.iterator",
-    "MarketInfo": ".markets",
+    "MarketInfo": ".vocabulary.markets",
     "Settings": ".config",
 }
 
@@ -69,8 +69,10 @@ def __dir__() -> list[str]:
 
 
 def _install_adapters() -> None:
+    from ._compat import install
     from .plugins import install_framework_adapters
 
+    install()
     install_framework_adapters()
 
 

@@ -15,7 +15,7 @@ no connection at all: no reply to a request, no notification, not even a subscri
 
 A client uses its own ``.key_secret`` (``curve_secret_key``) and the relay's public key file
 (``curve_server_key``). Its monitor sees a refused handshake, so
-:class:`~dexorder_feeds.history_client.HistoryClient` fails with a ``ConnectionError`` that says
+:class:`~dexorder_feeds.client.history_client.HistoryClient` fails with a ``ConnectionError`` that says
 the relay refused its key, instead of only timing out.
 
 The relay reads the directory when it starts and again on SIGHUP (revoking a key: delete its
@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from .errors import InvalidRequestError
+from .vocabulary.errors import InvalidRequestError
 
 __all__ = [
     "CurveKeys",

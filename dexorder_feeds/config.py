@@ -24,7 +24,7 @@ table. ``DEXORDER_CATALOG__S3__ENDPOINT=…`` sets the catalog property ``s3.end
 pyiceberg's own configuration counts too, below all of these: the catalog named
 ``catalog_name`` in ``.pyiceberg.yaml`` or ``PYICEBERG_CATALOG__DEXORDER__…`` variables gives
 the URI when none is set, and its properties when it names no URI or the same one (see
-:mod:`dexorder_feeds.catalog`).
+:mod:`dexorder_feeds.storage.catalog`).
 The ``curve_*`` settings are file paths (see :mod:`dexorder_feeds.auth`); the key files' contents
 are read only when a socket is opened and never appear in a ``repr``.
 """
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import CATALOG_NAME, pyiceberg_catalog_config, redact, redact_uri
-from .errors import InvalidRequestError
+from .storage.catalog import CATALOG_NAME, pyiceberg_catalog_config, redact, redact_uri
+from .vocabulary.errors import InvalidRequestError
 
 __all__ = ["Settings", "resolve_settings", "default_cache_dir"]
 
@@ -108,7 +108,7 @@ class Settings:
 
 
 def _parse_sources(text: str) -> dict[str, str]:
-    from .server.sources import parse_source_specs
+    from .ingest.sources import parse_source_specs
 
     return parse_source_specs([item for item in text.split(",") if item.strip()])
 
@@ -162,7 +162,7 @@ def resolve_settings(
     if environ.get(ENV_PREFIX + "SOURCES"):
         sources.update(_parse_sources(environ[ENV_PREFIX + "SOURCES"]))
     if arguments.get("sources"):
-        from .server.sources import parse_source_specs
+        from .ingest.sources import parse_source_specs
 
         sources.update(parse_source_specs(arguments["sources"]))
 

@@ -13,9 +13,9 @@ The fetcher's steps, in order, for each ``fetch_ohlc``:
 3. :func:`dexorder_fill_gaps` – ask for exactly those and wait until they are stored,
 4. :func:`dexorder_read_cache` again, then :func:`dexorder_process_result`.
 
-``context`` is a :class:`dexorder_feeds.fetcher.FetchContext` (the client's ``IcebergClient``
+``context`` is a :class:`dexorder_feeds.client.fetcher.FetchContext` (the client's ``IcebergClient``
 as ``context.iceberg``, its history transport as ``context.history``, its settings) and
-``request`` a :class:`dexorder_feeds.fetcher.FetchRequest` (``ticker``, ``period_seconds``,
+``request`` a :class:`dexorder_feeds.client.fetcher.FetchRequest` (``ticker``, ``period_seconds``,
 ``interval``: the half-open, period-aligned candle range in µs).
 """
 
@@ -38,7 +38,7 @@ def dexorder_read_cache(context: Any, request: Any) -> Any:
     """Read the candles the cache holds for ``request``.
 
     Called twice per fetch: before gap detection and after gap fill.
-    Returns a :class:`dexorder_feeds.fetcher.CacheRead` (a ``pyarrow.Table`` of candle columns,
+    Returns a :class:`dexorder_feeds.client.fetcher.CacheRead` (a ``pyarrow.Table`` of candle columns,
     the covered intervals, and the snapshot id read). Stops at the first non-None result.
     """
 
@@ -102,7 +102,7 @@ def dexorder_progress(request: Any, completed: int, total: int) -> None:
 # -- adapters --------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def dexorder_price_scale(context: Any, ticker: str) -> Any:
-    """Return the :class:`dexorder_feeds.markets.MarketInfo` (price and volume decimals) that
+    """Return the :class:`dexorder_feeds.vocabulary.markets.MarketInfo` (price and volume decimals) that
     turns ``ticker``'s stored integers into values, or None if unknown. Adapters call it to
     convert candles. Stops at the first non-None result."""
 
@@ -118,5 +118,5 @@ def dexorder_register_framework_adapters(register: Any) -> None:
 @hookspec
 def dexorder_register_sources(register: Any) -> None:
     """Register ingest sources: call ``register(name, factory)`` where ``factory(argument)`` returns
-    a :class:`dexorder_feeds.server.sources.IngestSource`; ``argument`` is the text after
+    a :class:`dexorder_feeds.ingest.sources.IngestSource`; ``argument`` is the text after
     ``name:`` in a source spec such as ``files:/data/candles`` or ``ccxt:binance`` (or None)."""

@@ -37,8 +37,8 @@ from pathlib import Path
 
 from relay_process import free_tcp_port
 
-from dexorder_feeds.errors import DexOrderError
-from dexorder_feeds.team import WEED_PORT_OPTIONS, LocalObjectStore, find_weed
+from dexorder_feeds.vocabulary.errors import DexOrderError
+from dexorder_feeds.cli.team import WEED_PORT_OPTIONS, LocalObjectStore, find_weed
 
 __all__ = [
     "Catalog",
@@ -90,10 +90,10 @@ class Catalog:
         return path
 
     def open_warehouse(self, *, cache: bool = True):
-        """A :class:`~dexorder_feeds.warehouse.Warehouse` on this catalog and namespace
+        """A :class:`~dexorder_feeds.storage.warehouse.Warehouse` on this catalog and namespace
         (``cache=False``: with a catalog object of its own, as another process would have)."""
-        from dexorder_feeds.catalog import open_catalog
-        from dexorder_feeds.warehouse import Warehouse
+        from dexorder_feeds.storage.catalog import open_catalog
+        from dexorder_feeds.storage.warehouse import Warehouse
 
         return Warehouse(open_catalog(self.uri, self.properties, cache=cache), self.namespace)
 

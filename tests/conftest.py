@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dexorder_feeds.catalog import open_catalog
-from dexorder_feeds.warehouse import Warehouse
+from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.storage.warehouse import Warehouse
 
 SEED_TICKER = "SIM:BTC/USDT"
 SEED_START = 1735689600000000  # 2025-01-01 00:00 UTC

@@ -9,7 +9,7 @@
         relay.terminate()          # SIGTERM, returns the exit code
 
 The process logs at INFO to stderr, which a thread collects; the relay is ready when it logs
-``relay ready`` (see :mod:`dexorder_feeds.server.relay`). Ports are picked by binding
+``relay ready`` (see :mod:`dexorder_feeds.relay.server`). Ports are picked by binding
 ``127.0.0.1:0`` and releasing the port; if the relay then finds one taken, it is started again
 on new ports.
 

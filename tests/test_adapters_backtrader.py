@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 import backtrader as bt  # noqa: E402
 import dexorder_feeds  # noqa: E402
 from dexorder_feeds.adapters.backtrader import DexOrderData, date_numbers, period_for, timeframe_for  # noqa: E402
-from dexorder_feeds.errors import InvalidPeriodError, InvalidRequestError  # noqa: E402
-from dexorder_feeds.sync import close_sync_clients  # noqa: E402
+from dexorder_feeds.vocabulary.errors import InvalidPeriodError, InvalidRequestError  # noqa: E402
+from dexorder_feeds.client.sync import close_sync_clients  # noqa: E402
 
 TICKER = "SIM:BTC/USDT"
 OTHER = "SIM:ETH/USDT"

@@ -18,10 +18,10 @@ import backtrader as bt  # noqa: E402
 import dexorder_feeds  # noqa: E402
 import vectorbt as vbt  # noqa: E402
 from dexorder_feeds.adapters._source import exact_floats  # noqa: E402
-from dexorder_feeds.catalog import open_catalog  # noqa: E402
-from dexorder_feeds.markets import MarketInfo  # noqa: E402
-from dexorder_feeds.sync import close_sync_clients  # noqa: E402
-from dexorder_feeds.warehouse import Warehouse, candle_arrow_schema  # noqa: E402
+from dexorder_feeds.storage.catalog import open_catalog  # noqa: E402
+from dexorder_feeds.vocabulary.markets import MarketInfo  # noqa: E402
+from dexorder_feeds.client.sync import close_sync_clients  # noqa: E402
+from dexorder_feeds.storage.warehouse import Warehouse, candle_arrow_schema  # noqa: E402
 
 H = 3_600_000_000
 T0 = 1_735_689_600_000_000  # 2025-01-01 00:00 UTC

@@ -13,9 +13,9 @@ import pytest
 
 import dexorder_feeds
 from dexorder_feeds import Candle, acandles, candles, hookimpl
-from dexorder_feeds.errors import InvalidTickerError, InvalidTimeRangeError
+from dexorder_feeds.vocabulary.errors import InvalidTickerError, InvalidTimeRangeError
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.sync import close_sync_clients
+from dexorder_feeds.client.sync import close_sync_clients
 
 from conftest import SEED_END, SEED_START, SEED_TICKER
 

@@ -16,9 +16,9 @@ import pytest
 import dexorder_feeds
 import vectorbt as vbt
 from dexorder_feeds import hookimpl
-from dexorder_feeds.errors import InvalidRequestError
+from dexorder_feeds.vocabulary.errors import InvalidRequestError
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.sync import close_sync_clients
+from dexorder_feeds.client.sync import close_sync_clients
 
 SYMBOLS = ["SIM:BTC/USDT", "SIM:ETH/USDT"]
 START = "2025-01-01"

@@ -27,12 +27,12 @@ import pytest
 import zmq
 from relay_process import RelayProcess, free_tcp_port, relay_process
 
-from dexorder_feeds import errors
+from dexorder_feeds.vocabulary import errors
 from dexorder_feeds.auth import ClientCurve, client_curve, load_keypair, load_public_key
 from dexorder_feeds.config import resolve_settings
-from dexorder_feeds.history_client import HistoryClient
-from dexorder_feeds.ohlc_client import OHLCClient
-from dexorder_feeds.server.relay import RelayServer
+from dexorder_feeds.client.history_client import HistoryClient
+from dexorder_feeds.client.ohlc_client import OHLCClient
+from dexorder_feeds.relay.server import RelayServer
 from dexorder_feeds.wire import HistoryRequest, encode_frame, notification_topic
 
 SEED_TICKER = "SIM:BTC/USDT"

@@ -23,10 +23,10 @@ import pytest
 from catalog_servers import Catalog, catalog_for, serving, without_dexorder
 
 from dexorder_feeds import OHLCClient
-from dexorder_feeds.catalog import catalog_properties, open_catalog, redact
+from dexorder_feeds.storage.catalog import catalog_properties, open_catalog, redact
 from dexorder_feeds.config import resolve_settings
-from dexorder_feeds.errors import WarehouseError
-from dexorder_feeds.server.historian import Historian
+from dexorder_feeds.vocabulary.errors import WarehouseError
+from dexorder_feeds.ingest.historian import Historian
 from dexorder_feeds.wire import HistoryRequest, Notification
 
 from conftest import SEED_END, SEED_START, SEED_TICKER
@@ -354,7 +354,7 @@ def test_a_failing_write_leaves_no_half_written_commit(kind, seaweedfs_server, p
     props = catalog_properties(catalog_server.uri,
                                {**catalog_server.properties, "s3.secret-access-key": "wrong-s3-key-42"})
     raw = (RestCatalog if catalog_server.kind == "rest" else SqlCatalog)("dexorder", **props)
-    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.storage.warehouse import Warehouse
 
     broken = Warehouse(raw, catalog_server.namespace)
     note = Historian(broken).handle(request(request_id="w", start_time=SEED_START + 24 * H))

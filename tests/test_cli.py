@@ -66,8 +66,8 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, args, text):
 def test_the_progress_bar_follows_gap_fill_events():
     import io
 
-    from dexorder_feeds.commands import ProgressBar
-    from dexorder_feeds.iceberg_client import FetchRequest
+    from dexorder_feeds.cli.commands import ProgressBar
+    from dexorder_feeds.vocabulary.requests import FetchRequest
 
     out = io.StringIO()
     bar = ProgressBar(enabled=True, file=out, delay=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dexorder_feeds.config import resolve_settings
-from dexorder_feeds.errors import InvalidRequestError
+from dexorder_feeds.vocabulary.errors import InvalidRequestError
 
 
 def test_defaults_are_the_embedded_warehouse_in_the_cache_dir(tmp_path, monkeypatch):

@@ -25,11 +25,12 @@ import pytest
 import zmq
 from relay_process import RelayProcess, free_tcp_port, relay_process, start_relay_process
 
-from dexorder_feeds import errors, hookimpl
-from dexorder_feeds.catalog import open_catalog
-from dexorder_feeds.ohlc_client import OHLCClient
+from dexorder_feeds import hookimpl
+from dexorder_feeds.vocabulary import errors
+from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.client.ohlc_client import OHLCClient
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.warehouse import Warehouse
+from dexorder_feeds.storage.warehouse import Warehouse
 from dexorder_feeds.wire import HistoryRequest, RequestReply, decode_frame, encode_frame
 
 SEED_START = 1735689600000000  # 2025-01-01 00:00 UTC
@@ -127,7 +128,7 @@ def test_relay_killed_mid_request_and_restarted_the_fetch_succeeds(tmp_path, wat
                 return await client.fetch_ohlc(ticker, 60, SEED_START, end)
 
         began = time.perf_counter()
-        with caplog.at_level(logging.INFO, logger="dexorder_feeds.history_client"):
+        with caplog.at_level(logging.INFO, logger="dexorder_feeds.client.history_client"):
             frame = asyncio.run(main())
         elapsed = time.perf_counter() - began
         killer.join()
@@ -171,7 +172,7 @@ def test_notification_lost_the_fetch_returns_what_the_warehouse_holds(tmp_path, 
                 return filled, await fetch
 
         began = time.perf_counter()
-        with caplog.at_level(logging.WARNING, logger="dexorder_feeds.fetcher"):
+        with caplog.at_level(logging.WARNING, logger="dexorder_feeds.client.fetcher"):
             filled, frame = asyncio.run(main())
         elapsed = time.perf_counter() - began
         killer.join()
@@ -188,10 +189,11 @@ def test_fetcher_reads_the_warehouse_before_giving_up(tmp_path, stored, error):
     """The fetcher's logic alone (a fake transport): the fill fails as a lost notification does;
     the candles are returned if the warehouse holds them now, else the error reaches the caller."""
     from dexorder_feeds.config import resolve_settings
-    from dexorder_feeds.fetcher import FetchContext, Fetcher
-    from dexorder_feeds.iceberg_client import FetchRequest, IcebergClient
-    from dexorder_feeds.server.historian import Historian
-    from dexorder_feeds.transport import HistoryTransport
+    from dexorder_feeds.client.fetcher import FetchContext, Fetcher
+    from dexorder_feeds.client.iceberg_client import IcebergClient
+    from dexorder_feeds.vocabulary.requests import FetchRequest
+    from dexorder_feeds.ingest.historian import Historian
+    from dexorder_feeds.client.transport import HistoryTransport
 
     class LosingTransport(HistoryTransport):
         async def request_historical_ohlc(self, ticker, period_seconds, start_time, end_time, timeout=30.0,

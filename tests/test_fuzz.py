@@ -27,14 +27,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from relay_process import RelayProcess, relay_process
 
-from dexorder_feeds import errors
-from dexorder_feeds.catalog import open_catalog
-from dexorder_feeds.history_client import HistoryClient
-from dexorder_feeds.server.historian import validate_request
-from dexorder_feeds.server.relay import MAX_ENVELOPE_FRAMES, MAX_ID_LENGTH
-from dexorder_feeds.server.sources.files import FilesSource
-from dexorder_feeds.tickers import parse_ticker
-from dexorder_feeds.warehouse import Warehouse
+from dexorder_feeds.vocabulary import errors
+from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.client.history_client import HistoryClient
+from dexorder_feeds.ingest.historian import validate_request
+from dexorder_feeds.relay.server import MAX_ENVELOPE_FRAMES, MAX_ID_LENGTH
+from dexorder_feeds.ingest.sources.files import FilesSource
+from dexorder_feeds.vocabulary.tickers import parse_ticker
+from dexorder_feeds.storage.warehouse import Warehouse
 from dexorder_feeds.wire import (
     MAX_FRAME_BYTES,
     WIRE_VERSION,
@@ -246,7 +246,7 @@ def test_an_accepted_ticker_never_names_a_path_outside_its_root(text):
     for part in (ticker.exchange, ticker.base, ticker.quote, ticker.settle or "X"):
         assert "/" not in part and "\\" not in part and "\0" not in part
         assert not part.startswith(".") and ".." not in part
-    from dexorder_feeds.server.sources.files import pair_directory_name
+    from dexorder_feeds.ingest.sources.files import pair_directory_name
 
     where = (root / ticker.exchange / pair_directory_name(ticker)).resolve()
     assert where.is_relative_to(root)
@@ -374,7 +374,7 @@ def test_client_turns_absurd_answers_into_clean_errors(accepted, reason, error_t
 
 def test_client_logs_one_line_per_junk_frame(caplog):
     junk = [[b"\x01\x02garbage"], [b"\xff"], [b"a", b"b"]]
-    with caplog.at_level(logging.WARNING, logger="dexorder_feeds.history_client"):
+    with caplog.at_level(logging.WARNING, logger="dexorder_feeds.client.history_client"):
         result = asyncio.run(_run_client(junk, [[b"junk"], [], [b"a", b"b", b"c"]]))
     assert result["status"] == "OK"
     assert caplog.text.count("ignoring an invalid reply") == 3

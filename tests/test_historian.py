@@ -8,11 +8,11 @@ import threading
 import pandas as pd
 import pytest
 
-from dexorder_feeds.errors import PrecisionError
-from dexorder_feeds.markets import MarketInfo
-from dexorder_feeds.server.historian import Historian, validate_request
-from dexorder_feeds.server.sources import IngestSource, SourceCandles, SourceRegistry
-from dexorder_feeds.timeconv import now_micros
+from dexorder_feeds.vocabulary.errors import PrecisionError
+from dexorder_feeds.vocabulary.markets import MarketInfo
+from dexorder_feeds.ingest.historian import Historian, validate_request
+from dexorder_feeds.ingest.sources import IngestSource, SourceCandles, SourceRegistry
+from dexorder_feeds.vocabulary.times import now_micros
 from dexorder_feeds.wire import HistoryRequest, Notification
 
 from conftest import SEED_END, SEED_START, SEED_TICKER
@@ -82,8 +82,8 @@ def test_overlapping_and_racing_requests_never_duplicate(warehouse):
 
 def test_two_historians_on_one_warehouse_never_duplicate(warehouse):
     # Two processes' historians each have their own committer; they race on the same range.
-    from dexorder_feeds.catalog import open_catalog
-    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.storage.catalog import open_catalog
+    from dexorder_feeds.storage.warehouse import Warehouse
 
     other = Warehouse(open_catalog(f"sqlite:///{warehouse.catalog.properties['uri'][len('sqlite:///'):]}"))
     first, second = Historian(warehouse), Historian(other)

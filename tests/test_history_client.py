@@ -19,13 +19,14 @@ import pyarrow.compute as pc
 import pytest
 from relay_process import RelayProcess, free_tcp_port, relay_process
 
-from dexorder_feeds import errors, hookimpl
-from dexorder_feeds.catalog import open_catalog
-from dexorder_feeds.history_client import HistoryClient
+from dexorder_feeds import hookimpl
+from dexorder_feeds.vocabulary import errors
+from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.client.history_client import HistoryClient
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.server.historian import Historian
-from dexorder_feeds.server.sources import SourceRegistry
-from dexorder_feeds.warehouse import Warehouse
+from dexorder_feeds.ingest.historian import Historian
+from dexorder_feeds.ingest.sources import SourceRegistry
+from dexorder_feeds.storage.warehouse import Warehouse
 from dexorder_feeds.wire import HistoryRequest, Notification
 
 SEED_TICKER = "SIM:BTC/USDT"
@@ -439,7 +440,7 @@ def test_client_ids_sharing_a_prefix_get_only_their_own_notifications(relay, cap
                 long.request_historical_ohlc(SEED_TICKER, 3600, SEED_START, SEED_END),
             )
 
-    with caplog.at_level("DEBUG", logger="dexorder_feeds.history_client"):
+    with caplog.at_level("DEBUG", logger="dexorder_feeds.client.history_client"):
         short_result, long_result = asyncio.run(main())
     assert short_result["status"] == "NOT_FOUND"
     assert long_result["status"] == "OK" and long_result["row_count"] == 168

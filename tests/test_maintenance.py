@@ -10,10 +10,10 @@ import time
 import pytest
 from pyiceberg.expressions import And, EqualTo
 
-from dexorder_feeds.catalog import open_catalog
-from dexorder_feeds.errors import WarehouseError
+from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.vocabulary.errors import WarehouseError
 from dexorder_feeds.cli import main as cli_main
-from dexorder_feeds.maintenance import (
+from dexorder_feeds.storage.maintenance import (
     MANUAL,
     MaintenancePolicy,
     compact_partition,
@@ -21,8 +21,8 @@ from dexorder_feeds.maintenance import (
     expire_snapshots,
     run_maintenance,
 )
-from dexorder_feeds.server.historian import Historian
-from dexorder_feeds.warehouse import Warehouse
+from dexorder_feeds.ingest.historian import Historian
+from dexorder_feeds.storage.warehouse import Warehouse
 from dexorder_feeds.wire import HistoryRequest
 
 from conftest import SEED_START, SEED_TICKER

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dexorder_feeds.errors import DataError, PrecisionError
-from dexorder_feeds.markets import MarketInfo, scale_to_integers
+from dexorder_feeds.vocabulary.errors import DataError, PrecisionError
+from dexorder_feeds.vocabulary.markets import MarketInfo, scale_to_integers
 
 MARKET = MarketInfo("X:A/B", 2, 8)
 

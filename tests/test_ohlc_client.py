@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pytest
 
 from dexorder_feeds import ClientClosedError, OHLCClient
-from dexorder_feeds.errors import InvalidPeriodError, InvalidTickerError, InvalidTimeRangeError, RequestTimeoutError
-from dexorder_feeds.iceberg_client import FetchRequest
+from dexorder_feeds.vocabulary.errors import InvalidPeriodError, InvalidTickerError, InvalidTimeRangeError, RequestTimeoutError
+from dexorder_feeds.vocabulary.requests import FetchRequest
 
 from conftest import SEED_END, SEED_START, SEED_TICKER
 from observer import recording
@@ -233,9 +233,9 @@ def test_a_fill_committed_by_another_process_during_the_cache_read_is_never_half
     fetch must see either neither (and fill) or both, never the coverage without its candles."""
     import uuid
 
-    from dexorder_feeds.catalog import open_catalog
-    from dexorder_feeds.server.historian import Historian
-    from dexorder_feeds.warehouse import Warehouse
+    from dexorder_feeds.storage.catalog import open_catalog
+    from dexorder_feeds.ingest.historian import Historian
+    from dexorder_feeds.storage.warehouse import Warehouse
     from dexorder_feeds.wire import HistoryRequest
 
     async def main():

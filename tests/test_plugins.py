@@ -108,7 +108,7 @@ def test_a_plugin_from_an_entry_point_replaces_gap_fill(installed_plugin, tmp_pa
         import dexorder_feeds
         from dexorder_example_plugin import csv_fill, metrics
         df = dexorder_feeds.fetch_ohlc("MYCSV:ABC/USD", 3600, {SEED_START}, {SEED_START + 9 * H})
-        scale = dexorder_feeds.sync.price_scale("MYCSV:ABC/USD")
+        scale = dexorder_feeds.client.sync.price_scale("MYCSV:ABC/USD")
         print(json.dumps({{"rows": len(df), "close": df["close"].tolist(), "decimals": scale.price_decimals,
                           "filled": len(csv_fill.FILLED), "sent": metrics.COUNTS["request_sent"]}}))
     """

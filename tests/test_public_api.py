@@ -7,7 +7,7 @@ import sys
 from importlib import resources
 
 import dexorder_feeds
-from dexorder_feeds import errors
+from dexorder_feeds.vocabulary import errors
 
 PUBLIC = {
     "OHLCClient", "IcebergClient", "HistoryClient", "fetch_ohlc", "candles", "acandles", "Candle",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dexorder_feeds.ranges import (
+from dexorder_feeds.vocabulary.ranges import (
     candle_interval,
     intervals_from_timestamps,
     merge_intervals,

@@ -13,11 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dexorder_feeds.catalog import open_catalog
-from dexorder_feeds.iceberg_client import FetchRequest, IcebergClient, candles_to_frame
-from dexorder_feeds.maintenance import MANUAL
-from dexorder_feeds.server.historian import Historian
-from dexorder_feeds.warehouse import CANDLE_COLUMNS, ROW_GROUP_ROWS, Warehouse, candle_arrow_schema
+from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.client.iceberg_client import IcebergClient, candles_to_frame
+from dexorder_feeds.vocabulary.requests import FetchRequest
+from dexorder_feeds.storage.maintenance import MANUAL
+from dexorder_feeds.ingest.historian import Historian
+from dexorder_feeds.storage.warehouse import CANDLE_COLUMNS, ROW_GROUP_ROWS, Warehouse, candle_arrow_schema
 from dexorder_feeds.wire import HistoryRequest
 
 from conftest import SEED_START, SEED_TICKER
@@ -104,7 +105,7 @@ def test_a_commit_by_another_committer_is_seen_by_the_next_read(manual):
 
 
 def test_a_fetch_after_another_committers_gap_fill_returns_the_new_candles(catalog_uri):
-    from dexorder_feeds.ohlc_client import OHLCClient
+    from dexorder_feeds.client.ohlc_client import OHLCClient
 
     end = SEED_START + 48 * H - 1
 
@@ -232,7 +233,7 @@ def test_the_frame_has_the_seed_dtypes_and_shares_no_writes_with_the_rows():
 def test_cached_row_groups_never_outlive_their_files(manual):
     """Warm the decoded row-group cache, then another committer appends and compacts: the next
     read sees the new candle, from the new file, exactly once."""
-    from dexorder_feeds.maintenance import compact_partition
+    from dexorder_feeds.storage.maintenance import compact_partition
 
     for block in range(3):
         manual.append_new_candles(SEED_TICKER, 3600, (SEED_START + block * 10 * H, SEED_START + (block + 1) * 10 * H),

@@ -36,7 +36,7 @@ def _missing_case(framework: str) -> str:
         import json, sys
         sys.modules["{framework}"] = None
         import dexorder_feeds
-        from dexorder_feeds.errors import MissingDependencyError
+        from dexorder_feeds.vocabulary.errors import MissingDependencyError
         try:
             import dexorder_feeds.adapters.{framework}
         except MissingDependencyError as exc:

@@ -22,13 +22,14 @@ import pytest
 import zmq
 from relay_process import RelayProcess, free_tcp_port, relay_process
 
-from dexorder_feeds import errors, hookimpl
-from dexorder_feeds.catalog import open_catalog
+from dexorder_feeds import hookimpl
+from dexorder_feeds.vocabulary import errors
+from dexorder_feeds.storage.catalog import open_catalog
 from dexorder_feeds.config import Settings
-from dexorder_feeds.history_client import HistoryClient
+from dexorder_feeds.client.history_client import HistoryClient
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.server.relay import MAX_MESSAGE_BYTES, RelayServer
-from dexorder_feeds.warehouse import Warehouse
+from dexorder_feeds.relay.server import MAX_MESSAGE_BYTES, RelayServer
+from dexorder_feeds.storage.warehouse import Warehouse
 from dexorder_feeds.wire import (
     MAX_FRAME_BYTES,
     HistoryRequest,
@@ -272,7 +273,7 @@ def test_repeated_request_id_runs_once(relay, peer):
     assert relay.wait_for_log(f"request {request.request_id} repeated after it finished", 1)
 
     log_text = relay.logs()
-    assert log_text.count(f"dexorder_feeds.server.historian: request {request.request_id} ") == 1
+    assert log_text.count(f"dexorder_feeds.ingest.historian: request {request.request_id} ") == 1
     assert log_text.count(f"relay request {request.request_id} ") == 1
     assert _coverage_rows(relay.catalog_uri, request.request_id) == 1
 
@@ -438,7 +439,7 @@ def inprocess_relay(catalog_uri) -> Iterator[RelayServer]:
 
 
 def test_subscribe_check_and_hold_time_limits(ctx, inprocess_relay, caplog):
-    caplog.set_level(logging.INFO, logger="dexorder_feeds.server.relay")
+    caplog.set_level(logging.INFO, logger="dexorder_feeds.relay.server")
     server = inprocess_relay
     assert server.ready and server.relay_endpoint.startswith("tcp://127.0.0.1:")
     dealer = _socket(ctx, zmq.DEALER, server.relay_endpoint)

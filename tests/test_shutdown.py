@@ -20,9 +20,9 @@ import zmq
 from relay_process import RelayProcess, relay_process
 
 import dexorder_feeds
-from dexorder_feeds.history_client import HistoryClient
-from dexorder_feeds.ohlc_client import OHLCClient
-from dexorder_feeds.sync import close_sync_clients
+from dexorder_feeds.client.history_client import HistoryClient
+from dexorder_feeds.client.ohlc_client import OHLCClient
+from dexorder_feeds.client.sync import close_sync_clients
 
 SEED_TICKER = "SIM:BTC/USDT"
 SEED_START = 1735689600000000
@@ -131,7 +131,7 @@ def test_history_client_close_leaves_nothing_even_mid_request(relay):
         return outcome
 
     outcome = asyncio.run(main())
-    assert isinstance(outcome, dexorder_feeds.errors.ClientClosedError)
+    assert isinstance(outcome, dexorder_feeds.vocabulary.errors.ClientClosedError)
     baseline.check()
 
 

@@ -23,7 +23,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from dexorder_feeds.errors import (
+from dexorder_feeds.vocabulary.errors import (
     DataError,
     DexOrderError,
     InvalidPeriodError,
@@ -33,13 +33,13 @@ from dexorder_feeds.errors import (
     UnknownSourceError,
 )
 from dexorder_feeds.hookspecs import hookimpl
-from dexorder_feeds.markets import scale_to_integers
+from dexorder_feeds.vocabulary.markets import scale_to_integers
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.server.historian import Historian
-from dexorder_feeds.server.sources import SourceRegistry
-from dexorder_feeds.server.sources import ccxt_source
-from dexorder_feeds.server.sources.ccxt_source import CcxtSource, decimals_of_precision
-from dexorder_feeds.tickers import parse_ticker
+from dexorder_feeds.ingest.historian import Historian
+from dexorder_feeds.ingest.sources import SourceRegistry
+from dexorder_feeds.ingest.sources import ccxt_source
+from dexorder_feeds.ingest.sources.ccxt_source import CcxtSource, decimals_of_precision
+from dexorder_feeds.vocabulary.tickers import parse_ticker
 from dexorder_feeds.wire import HistoryRequest, Notification
 
 RECORDINGS = Path(__file__).parent / "data" / "ccxt" / "binance"

@@ -17,13 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dexorder_feeds.errors import SourceFormatError, UnknownSourceError
-from dexorder_feeds.markets import scale_to_integers
-from dexorder_feeds.server.historian import Historian
-from dexorder_feeds.server.sources import SourceRegistry
-from dexorder_feeds.server.sources import files as files_module
-from dexorder_feeds.server.sources.files import FilesSource, pair_directory_name
-from dexorder_feeds.tickers import parse_ticker
+from dexorder_feeds.vocabulary.errors import SourceFormatError, UnknownSourceError
+from dexorder_feeds.vocabulary.markets import scale_to_integers
+from dexorder_feeds.ingest.historian import Historian
+from dexorder_feeds.ingest.sources import SourceRegistry
+from dexorder_feeds.ingest.sources import files as files_module
+from dexorder_feeds.ingest.sources.files import FilesSource, pair_directory_name
+from dexorder_feeds.vocabulary.tickers import parse_ticker
 from dexorder_feeds.wire import HistoryRequest, Notification
 
 HOUR_US = 3_600_000_000

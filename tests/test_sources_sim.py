@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dexorder_feeds.markets import MarketInfo, scale_to_integers
-from dexorder_feeds.server.sources.sim import PRICE_DECIMALS, VOLUME_DECIMALS, SimulatedSource
-from dexorder_feeds.tickers import parse_ticker
+from dexorder_feeds.vocabulary.markets import MarketInfo, scale_to_integers
+from dexorder_feeds.ingest.sources.sim import PRICE_DECIMALS, VOLUME_DECIMALS, SimulatedSource
+from dexorder_feeds.vocabulary.tickers import parse_ticker
 
 WEEK_START = 1735689600000000  # 2025-01-01 00:00 UTC
 BTC = parse_ticker("SIM:BTC/USDT")

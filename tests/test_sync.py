@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import dexorder_feeds
-from dexorder_feeds.errors import InvalidTickerError, RequestTimeoutError
-from dexorder_feeds.sync import close_sync_clients, run_sync
+from dexorder_feeds.vocabulary.errors import InvalidTickerError, RequestTimeoutError
+from dexorder_feeds.client.sync import close_sync_clients, run_sync
 
 from conftest import SEED_END, SEED_START, SEED_TICKER
 

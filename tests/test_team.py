@@ -153,7 +153,7 @@ def test_team_up_serves_the_seed_quickstart_on_seaweedfs(tmp_path):
     team.toml runs the seed's Quick Start (168 candles); Ctrl-C stops both."""
     from catalog_servers import WEED_MISSING, free_tcp_port
 
-    from dexorder_feeds.team import WEED_PORT_OPTIONS, find_weed
+    from dexorder_feeds.cli.team import WEED_PORT_OPTIONS, find_weed
 
     if find_weed() is None:
         pytest.skip(WEED_MISSING)

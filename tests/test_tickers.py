@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dexorder_feeds.errors import InvalidTickerError
-from dexorder_feeds.tickers import parse_ticker
+from dexorder_feeds.vocabulary.errors import InvalidTickerError
+from dexorder_feeds.vocabulary.tickers import parse_ticker
 
 
 def test_parse():

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dexorder_feeds.errors import InvalidPeriodError, InvalidTimeRangeError
-from dexorder_feeds.timeconv import parse_period, to_micros
+from dexorder_feeds.vocabulary.errors import InvalidPeriodError, InvalidTimeRangeError
+from dexorder_feeds.vocabulary.times import parse_period, to_micros
 
 SEED_START = 1735689600000000
 
@@ -77,7 +77,7 @@ def test_now_and_today_are_utc_whatever_the_local_zone(monkeypatch):
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     try:
-        from dexorder_feeds.timeconv import now_micros
+        from dexorder_feeds.vocabulary.times import now_micros
 
         assert abs(to_micros("now") - now_micros()) < 60 * 10**6
         assert to_micros("today") == now_micros() // 86_400_000_000 * 86_400_000_000

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dexorder_feeds.catalog import catalog_properties, open_catalog, redact, scrub
-from dexorder_feeds.errors import InvalidRequestError, WarehouseError
-from dexorder_feeds.server.historian import Historian
-from dexorder_feeds.warehouse import CANDLE_COLUMNS, Warehouse
+from dexorder_feeds.storage.catalog import catalog_properties, open_catalog, redact, scrub
+from dexorder_feeds.vocabulary.errors import InvalidRequestError, WarehouseError
+from dexorder_feeds.ingest.historian import Historian
+from dexorder_feeds.storage.warehouse import CANDLE_COLUMNS, Warehouse
 from dexorder_feeds.wire import HistoryRequest, Notification
 
 from conftest import SEED_END, SEED_START, SEED_TICKER

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dexorder_feeds import wire
-from dexorder_feeds.errors import ProtocolError
+from dexorder_feeds.vocabulary.errors import ProtocolError
 from dexorder_feeds.wire import (
     MAX_FRAME_BYTES,
     WIRE_VERSION,

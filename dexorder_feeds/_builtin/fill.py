@@ -16,7 +16,7 @@ MAX_REQUESTS_IN_FLIGHT = 4
 
 
 async def fill_ranges(context: Any, request: Any, ranges: list[tuple[int, int]]) -> list[dict]:
-    from ..transport import raise_for_error
+    from ..client.transport import raise_for_error
 
     period_us = request.period_seconds * 1_000_000
     slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)

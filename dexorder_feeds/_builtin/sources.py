@@ -8,19 +8,19 @@ from ..hookspecs import hookimpl
 
 
 def _sim(argument: str | None) -> Any:
-    from ..server.sources.sim import SimulatedSource
+    from ..ingest.sources.sim import SimulatedSource
 
     return SimulatedSource()
 
 
 def _files(argument: str | None) -> Any:
-    from ..server.sources.files import FilesSource
+    from ..ingest.sources.files import FilesSource
 
     return FilesSource(argument)
 
 
 def _ccxt(argument: str | None) -> Any:
-    from ..server.sources.ccxt_source import CcxtSource
+    from ..ingest.sources.ccxt_source import CcxtSource
 
     return CcxtSource(argument)
 

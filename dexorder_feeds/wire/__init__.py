@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from ..errors import ProtocolError
+from ..vocabulary.errors import ProtocolError
 from .ingestor_pb2 import (
     HistoryRequest,
     MessageType,

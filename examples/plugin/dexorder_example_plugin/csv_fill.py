@@ -18,9 +18,9 @@ FILLED: list[tuple[str, int, int]] = []
 
 
 async def _fill(context: Any, request: Any, ranges: list[tuple[int, int]]) -> list[dict]:
-    from dexorder_feeds.server.historian import Historian
-    from dexorder_feeds.server.sources import SourceRegistry
-    from dexorder_feeds.transport import raise_for_error, result_from_notification
+    from dexorder_feeds.ingest.historian import Historian
+    from dexorder_feeds.ingest.sources import SourceRegistry
+    from dexorder_feeds.client.transport import raise_for_error, result_from_notification
     from dexorder_feeds.wire import HistoryRequest
 
     directory = os.environ["DEXORDER_EXAMPLE_CSV_DIR"]

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...errors import (
+from ...vocabulary.errors import (
     DataError,
     InvalidPeriodError,
     InvalidTickerError,
@@ -47,9 +47,9 @@ from ...errors import (
     UnknownSourceError,
     missing_dependency,
 )
-from ...markets import MarketInfo
-from ...tickers import Ticker
-from ...timeconv import format_micros, now_micros
+from ...vocabulary.markets import MarketInfo
+from ...vocabulary.tickers import Ticker
+from ...vocabulary.times import format_micros, now_micros
 from . import IngestSource, SourceCandles
 
 __all__ = ["CcxtSource", "MAX_DECIMALS", "DEFAULT_PAGE_LIMIT", "decimals_of_precision"]

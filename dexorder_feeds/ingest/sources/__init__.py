@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ...errors import UnknownSourceError
-from ...markets import MarketInfo
-from ...tickers import Ticker
+from ...vocabulary.errors import UnknownSourceError
+from ...vocabulary.markets import MarketInfo
+from ...vocabulary.tickers import Ticker
 
 __all__ = ["IngestSource", "SourceCandles", "SourceRegistry", "parse_source_specs"]
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import DexOrderError
+from ..vocabulary.errors import DexOrderError
 
 __all__ = ["main", "build_parser"]
 
@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from .config import resolve_settings
-    from .server.relay import serve
+    from ..config import resolve_settings
+    from ..relay.server import serve
 
     settings = resolve_settings(
         iceberg_catalog_uri=args.iceberg_catalog_uri,
@@ -143,7 +143,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from .auth import generate_keypair
+    from ..auth import generate_keypair
 
     public, secret = generate_keypair(args.directory, args.name)
     print(f"public key (give it out): {public}")
@@ -158,7 +158,7 @@ def _coverage(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from .maintenance import compact_warehouse
+    from ..storage.maintenance import compact_warehouse
 
     compacted, expired = compact_warehouse(
         args.iceberg_catalog_uri, args.namespace, catalog_properties=_catalog_properties(args.catalog_property),

@@ -10,7 +10,7 @@ Layout (names of the exchange and pair directories are matched case-insensitivel
           market.json            optional: {"price_decimals": 2, "volume_decimals": 5}
 
 A candle file is ``PERIOD.csv``, ``PERIOD.csv.gz`` or ``PERIOD.parquet`` where ``PERIOD`` is
-anything :func:`dexorder_feeds.timeconv.parse_period` reads (``1h``, ``60m`` and ``3600`` all mean
+anything :func:`dexorder_feeds.vocabulary.times.parse_period` reads (``1h``, ``60m`` and ``3600`` all mean
 one hour; two files for the same period are an error). Other files are ignored.
 
 Columns (header names are case-insensitive, extra columns are ignored):
@@ -58,10 +58,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...errors import InvalidPeriodError, SourceFormatError, UnknownSourceError
-from ...markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
-from ...tickers import Ticker
-from ...timeconv import parse_period
+from ...vocabulary.errors import InvalidPeriodError, SourceFormatError, UnknownSourceError
+from ...vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
+from ...vocabulary.tickers import Ticker
+from ...vocabulary.times import parse_period
 from . import IngestSource, SourceCandles
 
 __all__ = ["FilesSource", "pair_directory_name", "MARKET_FILE", "CANDLE_SUFFIXES"]

@@ -14,12 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from .config import Settings, resolve_settings
-from .errors import ClientClosedError
+from ..config import Settings, resolve_settings
+from ..vocabulary.errors import ClientClosedError
 from .fetcher import FetchContext, Fetcher
 from .iceberg_client import FetchRequest, IcebergClient
-from .markets import MarketInfo
-from .plugins import get_plugin_manager
+from ..vocabulary.markets import MarketInfo
+from ..plugins import get_plugin_manager
 from .transport import HistoryTransport
 
 __all__ = ["OHLCClient"]
@@ -32,7 +32,7 @@ class OHLCClient:
 
     Lifecycle: ``await start()`` (or ``async with``), any number of ``fetch_ohlc``, then
     ``await stop()``. A fetch before ``start()`` starts the client; one after ``stop()`` raises
-    :class:`~dexorder_feeds.errors.ClientClosedError`. A client belongs to the event loop it
+    :class:`~dexorder_feeds.vocabulary.errors.ClientClosedError`. A client belongs to the event loop it
     was started on.
     """
 
@@ -96,7 +96,7 @@ class OHLCClient:
                 iceberg = IcebergClient(warehouse=historian.warehouse)
                 history = EmbeddedHistory(historian, secrets=settings.catalog_properties)
             else:
-                from .auth import client_curve
+                from ..auth import client_curve
                 from .history_client import DEFAULT_CONNECT_TIMEOUT, HistoryClient
 
                 curve = client_curve(settings)  # bad key files fail before anything connects

@@ -10,57 +10,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .catalog import open_catalog
-from .errors import InvalidTimeRangeError
-from .markets import MarketInfo
-from .ranges import Interval, candle_interval, merge_intervals, subtract_intervals, to_inclusive
-from .tickers import parse_ticker
-from .timeconv import now_micros, parse_period, to_micros
-from .warehouse import CANDLE_COLUMNS, Warehouse
+from ..storage.catalog import open_catalog
+from ..vocabulary.markets import MarketInfo
+from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop, sorted_unique_candles
+from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals, to_inclusive
+from ..vocabulary.tickers import parse_ticker
+from ..vocabulary.times import now_micros, parse_period, to_micros
+from ..storage.warehouse import CANDLE_COLUMNS, Warehouse
 
-__all__ = ["IcebergClient", "FetchRequest", "CacheRead", "candles_to_frame"]
-
-
-@dataclass(frozen=True)
-class FetchRequest:
-    """One validated fetch: a ticker, a period and the half-open candle interval it covers.
-
-    ``interval`` is None when ``[start_time, end_time]`` holds no candle timestamp.
-    """
-
-    ticker: str
-    period_seconds: int
-    start_time: int
-    end_time: int
-    interval: Interval | None
-
-    @property
-    def period_us(self) -> int:
-        return self.period_seconds * 1_000_000
-
-    @classmethod
-    def create(cls, ticker: object, period_seconds: object, start_time: object, end_time: object) -> FetchRequest:
-        """Validate caller input (tickers, periods and every accepted time type)."""
-        name = str(parse_ticker(ticker))
-        period = parse_period(period_seconds)
-        start = to_micros(start_time, name="start_time")
-        end = to_micros(end_time, name="end_time")
-        if start > end:
-            raise InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")
-        return cls(name, period, start, end, candle_interval(start, end, period * 1_000_000))
-
-
-@dataclass
-class CacheRead:
-    """What the cache holds for a request: candles, covered intervals, the snapshot read."""
-
-    table: pa.Table
-    covered: list[Interval]
-    snapshot_id: int | None = None
-
-    @property
-    def num_rows(self) -> int:
-        return self.table.num_rows
+__all__ = ["IcebergClient", "candles_to_frame"]
 
 
 def candles_to_frame(table: pa.Table) -> pd.DataFrame:
@@ -90,7 +48,7 @@ def candles_to_frame(table: pa.Table) -> pd.DataFrame:
 def candle_runs(timestamps: np.ndarray, period_us: int) -> list[Interval]:
     """Runs of consecutive candle timestamps as half-open intervals.
 
-    The same as :func:`~dexorder_feeds.ranges.intervals_from_timestamps`, without its
+    The same as :func:`~dexorder_feeds.vocabulary.ranges.intervals_from_timestamps`, without its
     ``np.unique``: numpy 2's hash-based unique takes ~1 s for a million candle timestamps,
     sorting takes ~10 ms, and reads come sorted already (checked, not assumed).
     """
@@ -140,7 +98,7 @@ class IcebergClient:
     ) -> None:
         if warehouse is None:
             if iceberg_catalog_uri is None and not catalog_properties:
-                from .config import resolve_settings
+                from ..config import resolve_settings
 
                 settings = resolve_settings(namespace=namespace)
                 iceberg_catalog_uri, catalog_properties = settings.iceberg_catalog_uri, settings.catalog_properties
@@ -153,9 +111,7 @@ class IcebergClient:
         request = FetchRequest.create(ticker, period_seconds, start_time, end_time)
         cached = self.read_cache(request)
         frame = candles_to_frame(cached.table)
-        if not frame["timestamp"].is_monotonic_increasing:
-            frame = frame.sort_values("timestamp", kind="stable")
-        frame = frame.drop_duplicates("timestamp").reset_index(drop=True)
+        frame = sorted_unique_candles(frame)
         frame.attrs["snapshot_id"] = cached.snapshot_id
         return frame
 
@@ -180,7 +136,7 @@ class IcebergClient:
     def read_cache(self, request: FetchRequest) -> CacheRead:
         """Candles and coverage for a request (used by the built-in cache plugin)."""
         if request.interval is None:
-            from .warehouse import candle_arrow_schema
+            from ..storage.warehouse import candle_arrow_schema
 
             return CacheRead(candle_arrow_schema().empty_table(), [], None)
         table, covered, snapshot_id = self.warehouse.read_range(request.ticker, request.period_seconds, request.interval)
@@ -195,7 +151,7 @@ class IcebergClient:
         if cached.num_rows:
             present += candle_runs(cached.table["timestamp"].to_numpy(), period_us)
         # The period still open is never final, whatever a stale coverage row says.
-        closed_stop = (now_micros() if now is None else now) // period_us * period_us
+        closed_stop = closed_period_stop(request.period_seconds, now)
         present = [(s, min(e, closed_stop)) for s, e in merge_intervals(present)]
         return subtract_intervals(request.interval, present)
 

@@ -1,7 +1,7 @@
 """How gap fills reach a historian: the :class:`HistoryTransport` interface and result dicts.
 
-Two transports implement it: :class:`dexorder_feeds.history_client.HistoryClient` (the relay,
-over ZeroMQ) and :class:`dexorder_feeds.embedded.EmbeddedHistory` (the historian in-process).
+Two transports implement it: :class:`dexorder_feeds.client.history_client.HistoryClient` (the relay,
+over ZeroMQ) and :class:`dexorder_feeds.client.embedded.EmbeddedHistory` (the historian in-process).
 Both return the seed's result dict and raise the same errors.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from . import errors
-from .wire import Notification
+from ..vocabulary import errors
+from ..wire import Notification
 
 __all__ = ["HistoryTransport", "result_from_notification", "raise_for_error", "error_from_type"]
 
@@ -91,10 +91,10 @@ def check_request_args(
 ) -> tuple[str, int, int, int]:
     """Validate a history request's arguments before anything is sent; return them normalised.
 
-    Raises the same :class:`~dexorder_feeds.errors.InvalidRequestError` subclasses the relay does.
+    Raises the same :class:`~dexorder_feeds.vocabulary.errors.InvalidRequestError` subclasses the relay does.
     """
-    from .tickers import parse_ticker
-    from .timeconv import parse_period, to_micros
+    from ..vocabulary.tickers import parse_ticker
+    from ..vocabulary.times import parse_period, to_micros
 
     name = str(parse_ticker(ticker))
     if isinstance(period_seconds, str):

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from .config import resolve_settings
-from .errors import RequestTimeoutError
+from ..config import resolve_settings
+from ..vocabulary.errors import RequestTimeoutError
 
 __all__ = ["run_sync", "fetch_ohlc", "price_scale", "shared_client", "get_loop", "close_sync_clients"]
 

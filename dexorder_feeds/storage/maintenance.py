@@ -1,7 +1,7 @@
 """Warehouse maintenance: compaction of small files and expiry of old snapshots.
 
 Every gap fill adds a data file, a manifest and a snapshot. Plans are cached per snapshot (see
-:mod:`dexorder_feeds.table_reader`), but range reads still open one file per fill they touch,
+:mod:`dexorder_feeds.storage.reader`), but range reads still open one file per fill they touch,
 and each commit costs more as snapshots pile up (pyiceberg copies the whole table metadata
 several times per commit). Two jobs keep both flat:
 
@@ -321,7 +321,7 @@ def compact_warehouse(
     """Open the configured warehouse (arguments, environment, config file, as for a client)
     and run :func:`run_maintenance` on it with a committer of its own."""
     from .catalog import open_catalog
-    from .config import resolve_settings
+    from ..config import resolve_settings
     from .warehouse import Warehouse
 
     settings = resolve_settings(iceberg_catalog_uri=iceberg_catalog_uri, namespace=namespace,

@@ -26,12 +26,12 @@ Defaults that keep a shared warehouse well-behaved:
 
 Opening checks the catalog at once (credentials, warehouse, and for an ``s3://`` warehouse with
 explicit S3 settings, that the bucket exists and the keys are accepted), so a misconfiguration is
-one clear :class:`~dexorder_feeds.errors.WarehouseError` saying what to check, before any
+one clear :class:`~dexorder_feeds.vocabulary.errors.WarehouseError` saying what to check, before any
 request. Secrets (``credential``, ``token``, keys, passwords in URIs) never appear in messages,
 logs or reprs: see :func:`redact`, :func:`redact_uri` and :func:`scrub`.
 
 Catalog objects are cached per process: pyiceberg's catalogs are safe to share between threads
-(its ``Table`` objects are not, see :mod:`dexorder_feeds.warehouse`).
+(its ``Table`` objects are not, see :mod:`dexorder_feeds.storage.warehouse`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .errors import DexOrderError, InvalidRequestError, WarehouseError
+from ..vocabulary.errors import DexOrderError, InvalidRequestError, WarehouseError
 
 __all__ = [
     "CATALOG_NAME",

@@ -1,6 +1,6 @@
 """The embedded default: the historian in-process, writing the same warehouse, no sockets.
 
-One :class:`~dexorder_feeds.server.historian.Historian` (and so one committer thread) per
+One :class:`~dexorder_feeds.ingest.historian.Historian` (and so one committer thread) per
 warehouse per process is shared by every client that uses it: :func:`acquire_historian` counts
 its users and :func:`release_historian` closes it (its committer thread and ingest sources) when
 the last one lets go, so a stopped client leaves no thread behind.
@@ -16,15 +16,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from .catalog import open_catalog, scrub
-from .config import Settings
-from .errors import ClientClosedError, RequestTimeoutError
-from .plugins import get_plugin_manager
-from .server.historian import Historian
-from .server.sources import SourceRegistry
+from ..storage.catalog import open_catalog, scrub
+from ..config import Settings
+from ..vocabulary.errors import ClientClosedError, RequestTimeoutError
+from ..plugins import get_plugin_manager
+from ..ingest.historian import Historian
+from ..ingest.sources import SourceRegistry
 from .transport import HistoryTransport, check_request_args, result_from_notification, raise_for_error
-from .warehouse import Warehouse
-from .wire import HistoryRequest
+from ..storage.warehouse import Warehouse
+from ..wire import HistoryRequest
 
 __all__ = ["EmbeddedHistory", "acquire_historian", "release_historian", "shared_historian"]
 

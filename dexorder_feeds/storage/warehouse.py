@@ -24,7 +24,7 @@ with LZ4 (decodes twice as fast as pyiceberg's default zstd; files ~35% larger).
 commits with ``commit.retry.num-retries=0``: a conflict always comes back to
 :meth:`Warehouse._commit`, which re-reads, so nothing is ever rebased onto rows it did not see.
 
-Reads go through a :class:`~dexorder_feeds.table_reader.TableReader`: per-thread tables checked
+Reads go through a :class:`~dexorder_feeds.storage.reader.TableReader`: per-thread tables checked
 against the catalog's ``metadata_location`` on every read, plans cached per snapshot, Parquet
 row groups read directly. Threads: a pyiceberg ``Table`` is never shared between threads (doing
 so silently loses appends). Every write goes through the :class:`Committer`, one thread per
@@ -32,8 +32,8 @@ warehouse per process, which checks before each commit that its table is the cat
 one (reloading it if not), retries conflicts with back-off, and recomputes what to write from a
 fresh read each time (a retried write never reuses rows read before the conflict). After a
 commit that crosses a threshold of the warehouse's
-:class:`~dexorder_feeds.maintenance.MaintenancePolicy`, the committer also compacts the
-partition or expires old snapshots (see :mod:`dexorder_feeds.maintenance`).
+:class:`~dexorder_feeds.storage.maintenance.MaintenancePolicy`, the committer also compacts the
+partition or expires old snapshots (see :mod:`dexorder_feeds.storage.maintenance`).
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalog import redact_uri, scrub
-from .errors import DexOrderError, WarehouseError
+from ..vocabulary.errors import DexOrderError, WarehouseError
 from .maintenance import MaintenancePolicy
-from .markets import MarketInfo
-from .ranges import Interval, merge_intervals, subtract_intervals
-from .table_reader import TableReader
+from ..vocabulary.markets import MarketInfo
+from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
+from .reader import TableReader
 
 __all__ = ["Warehouse", "Committer", "CANDLE_COLUMNS", "TABLE_LAYOUTS", "TableLayout", "candle_arrow_schema"]
 

@@ -77,9 +77,9 @@ from ..auth import (
     server_curve,
     start_authenticator,
 )
-from ..catalog import scrub
+from ..storage.catalog import scrub
 from ..config import Settings
-from ..errors import DexOrderError, InvalidRequestError, ProtocolError
+from ..vocabulary.errors import DexOrderError, InvalidRequestError, ProtocolError
 from ..wire import (
     HistoryRequest,
     Notification,
@@ -89,7 +89,7 @@ from ..wire import (
     encode_frame,
     notification_topic,
 )
-from .historian import DEFAULT_MAX_RANGE_CANDLES, Historian
+from ..ingest.historian import DEFAULT_MAX_RANGE_CANDLES, Historian
 
 __all__ = [
     "RelayServer",
@@ -191,9 +191,9 @@ class RelayServer:
         **options: Any,
     ) -> RelayServer:
         """A relay with its own warehouse and historian built from ``settings`` (closed at exit)."""
-        from ..catalog import open_catalog
-        from ..warehouse import Warehouse
-        from .sources import SourceRegistry
+        from ..storage.catalog import open_catalog
+        from ..storage.warehouse import Warehouse
+        from ..ingest.sources import SourceRegistry
 
         if not settings.relay_endpoint or not settings.notification_endpoint:
             raise InvalidRequestError("the relay needs both relay_endpoint and notification_endpoint to bind")

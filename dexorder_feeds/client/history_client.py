@@ -8,7 +8,7 @@
                                                   1735689600000000, 1736294399000000)
     await client.close()
 
-How it talks to the relay (:mod:`dexorder_feeds.server.relay`):
+How it talks to the relay (:mod:`dexorder_feeds.relay.server`):
 
 - ``connect()`` subscribes a SUB socket to ``RESPONSE:{client_id}`` on the notification
   endpoint, opens a DEALER (``IMMEDIATE=1``, ``LINGER=0``) to the relay endpoint, and then sends
@@ -21,9 +21,9 @@ How it talks to the relay (:mod:`dexorder_feeds.server.relay`):
   the relay's immediate reply. With no reply within ``reply_timeout`` it resets the DEALER and
   sends the same ``request_id`` again (the relay treats a repeat as the same request), up to
   ``max_attempts`` times, then raises ``RelayUnavailableError``. A rejection raises the
-  relay's error class (an :class:`~dexorder_feeds.errors.InvalidRequestError`, a
+  relay's error class (an :class:`~dexorder_feeds.vocabulary.errors.InvalidRequestError`, a
   ``ValueError``). Then it waits for the completion notification:
-  :class:`~dexorder_feeds.errors.RequestTimeoutError` (a ``TimeoutError``) if none arrives
+  :class:`~dexorder_feeds.vocabulary.errors.RequestTimeoutError` (a ``TimeoutError``) if none arrives
   within ``timeout`` (counted from the call, so it bounds the whole request); status ``ERROR``
   raises a ``ValueError`` with the server's message; ``NOT_FOUND`` is returned as a status.
 
@@ -36,7 +36,7 @@ every ``recheck_interval`` seconds without a notification the request is re-sent
 (a lost notification is recovered, a relay that stopped answering is noticed). When the whole
 ``timeout`` passes without a notification the error is ``RelayUnavailableError`` if the relay
 stopped answering, else ``RequestTimeoutError``; the fetcher then reads the warehouse once more
-before giving up (:mod:`dexorder_feeds.fetcher`). Heartbeats turn a vanished relay host into a
+before giving up (:mod:`dexorder_feeds.client.fetcher`). Heartbeats turn a vanished relay host into a
 disconnect instead of a silent wait.
 
 Security: with ``curve`` (a :class:`~dexorder_feeds.auth.ClientCurve`) both sockets speak CURVE.
@@ -48,7 +48,7 @@ Choices beyond the seed:
 - A request before ``connect()`` connects first (within the request's ``timeout``), so the
   seed's race-condition warning can no longer bite; calling ``connect()`` explicitly still
   works and surfaces connection problems early.
-- Inputs are validated before anything is sent (:func:`dexorder_feeds.transport.check_request_args`,
+- Inputs are validated before anything is sent (:func:`dexorder_feeds.client.transport.check_request_args`,
   the same checks as the embedded transport, with the server's error classes): ``ticker``
   (``EXCHANGE:BASE/QUOTE``), ``period_seconds`` (positive whole seconds), ``start_time`` /
   ``end_time`` (µs, ``datetime``, ``pandas.Timestamp`` or ISO text; ``start <= end``) and
@@ -56,7 +56,7 @@ Choices beyond the seed:
 - Several concurrent requests share one client (multiplexed by ``request_id``).
 - A client belongs to the event loop that connected it: ZeroMQ asyncio sockets must not be
   awaited from two loops. Use one client per loop (or the sync face, which runs one loop).
-- Using a closed client raises :class:`~dexorder_feeds.errors.ClientClosedError`.
+- Using a closed client raises :class:`~dexorder_feeds.vocabulary.errors.ClientClosedError`.
 
 Observers get ``dexorder_request_sent`` right after a request is first sent and
 ``dexorder_notification_received`` when its notification arrives (see
@@ -74,8 +74,8 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from . import errors
-from .auth import ClientCurve, configure_client_socket
+from ..vocabulary import errors
+from ..auth import ClientCurve, configure_client_socket
 from .transport import (
     HistoryTransport,
     check_request_args,
@@ -83,8 +83,8 @@ from .transport import (
     raise_for_error,
     result_from_notification,
 )
-from .errors import ProtocolError
-from .wire import (
+from ..vocabulary.errors import ProtocolError
+from ..wire import (
     HistoryRequest,
     Notification,
     RequestReply,
@@ -194,7 +194,7 @@ class HistoryClient(HistoryTransport):
     async def connect(self) -> None:
         """Subscribe to this client's notifications and wait until the relay sees the subscription.
 
-        Raises :class:`~dexorder_feeds.errors.RelayUnavailableError` (a ``ConnectionError``) if the
+        Raises :class:`~dexorder_feeds.vocabulary.errors.RelayUnavailableError` (a ``ConnectionError``) if the
         relay does not confirm it within ``connect_timeout`` seconds. Calling it again is a no-op.
         """
         await self._connect(self.connect_timeout)
@@ -514,8 +514,8 @@ class HistoryClient(HistoryTransport):
         ``error_message``, ``iceberg_namespace``, ``iceberg_table``, ``row_count``).
 
         Raises ``ValueError`` subclasses for bad input, a rejection or status ``ERROR``;
-        ``ConnectionError`` (:class:`~dexorder_feeds.errors.RelayUnavailableError`) when the relay
-        does not answer; ``TimeoutError`` (:class:`~dexorder_feeds.errors.RequestTimeoutError`)
+        ``ConnectionError`` (:class:`~dexorder_feeds.vocabulary.errors.RelayUnavailableError`) when the relay
+        does not answer; ``TimeoutError`` (:class:`~dexorder_feeds.vocabulary.errors.RequestTimeoutError`)
         when no notification arrives within ``timeout`` seconds.
         """
         self._check_open()
@@ -632,7 +632,7 @@ class HistoryClient(HistoryTransport):
 
     @staticmethod
     def _emit(hook_name: str, **kwargs: Any) -> None:
-        from .plugins import get_plugin_manager
+        from ..plugins import get_plugin_manager
 
         try:
             getattr(get_plugin_manager().hook, hook_name)(**kwargs)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import (
+from ..vocabulary.errors import (
     DataError,
     DexOrderError,
     InvalidPeriodError,
@@ -26,11 +26,12 @@ from ..errors import (
     InvalidTimeRangeError,
     PrecisionError,
 )
-from ..markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
-from ..ranges import Interval, candle_interval, subtract_intervals
-from ..tickers import Ticker, parse_ticker
-from ..timeconv import now_micros, to_micros
-from ..warehouse import Warehouse, candle_arrow_schema
+from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
+from ..vocabulary.requests import closed_period_stop
+from ..vocabulary.ranges import Interval, candle_interval, subtract_intervals
+from ..vocabulary.tickers import Ticker, parse_ticker
+from ..vocabulary.times import now_micros, to_micros
+from ..storage.warehouse import Warehouse, candle_arrow_schema
 from ..wire import HistoryRequest, Notification
 from .sources import SourceRegistry
 
@@ -84,9 +85,7 @@ def validate_request(
         raise InvalidRequestError(f"limit={request.limit} must be positive")
     interval = candle_interval(start, end, period_us)
     if interval is not None:
-        now = now_micros() if now is None else now
-        closed_stop = now // period_us * period_us
-        stop = min(interval[1], closed_stop)
+        stop = min(interval[1], closed_period_stop(period, now))
         if request.HasField("limit"):
             stop = min(stop, interval[0] + request.limit * period_us)
         interval = (interval[0], stop) if stop > interval[0] else None

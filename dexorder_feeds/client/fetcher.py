@@ -4,8 +4,8 @@ One :class:`Fetcher` belongs to one client and one event loop. Concurrent fetche
 share gap fills: a range another fetch is already filling is awaited, not asked for again.
 
 A lost notification is not a lost fetch: when a gap fill fails with ``TimeoutError``
-(:class:`~dexorder_feeds.errors.RequestTimeoutError`) or ``ConnectionError``
-(:class:`~dexorder_feeds.errors.RelayUnavailableError`), the fetcher reads the warehouse once
+(:class:`~dexorder_feeds.vocabulary.errors.RequestTimeoutError`) or ``ConnectionError``
+(:class:`~dexorder_feeds.vocabulary.errors.RelayUnavailableError`), the fetcher reads the warehouse once
 more. If the ranges it asked for are stored by now (the historian committed but its notification
 never arrived: the relay died or restarted in between), it logs a warning and returns the
 candles; only if something is still missing does the error reach the caller. The warehouse is
@@ -23,14 +23,14 @@ from typing import Any
 
 import pandas as pd
 
-from . import errors
-from .config import Settings
-from .iceberg_client import CacheRead, FetchRequest, IcebergClient, candles_to_frame
-from .ranges import Interval, subtract_intervals, to_inclusive
-from .timeconv import now_micros
+from ..vocabulary import errors
+from ..config import Settings
+from .iceberg_client import IcebergClient, candles_to_frame
+from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
+from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
 
-__all__ = ["Fetcher", "FetchContext", "FetchRequest", "CacheRead", "MAX_CANDLES_PER_REQUEST"]
+__all__ = ["Fetcher", "FetchContext", "MAX_CANDLES_PER_REQUEST"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Fetcher:
             request=request, cached_rows=cached.num_rows, missing_ranges=to_inclusive(missing, request.period_us)
         )
         # Only closed periods can be filled: the open one is reported missing, never requested.
-        closed_stop = now_micros() // request.period_us * request.period_us
+        closed_stop = closed_period_stop(request.period_seconds)
         fillable = [(s, min(e, closed_stop)) for s, e in missing if min(e, closed_stop) > s]
         if fillable:
             try:

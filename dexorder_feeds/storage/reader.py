@@ -28,7 +28,7 @@ Nothing read can be stale: the plan used is always the plan of the snapshot the 
 at the start of the read.
 
 Files removed by compaction stay on disk until snapshot expiry deletes them (see
-:mod:`dexorder_feeds.maintenance`); a read that still races with such a delete gets
+:mod:`dexorder_feeds.storage.maintenance`); a read that still races with such a delete gets
 :class:`FileNotFoundError`, and :meth:`TableReader.retrying` reloads and reads again.
 """
 

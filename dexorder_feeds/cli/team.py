@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DexOrderError, MissingDependencyError
+from ..vocabulary.errors import DexOrderError, MissingDependencyError
 
 __all__ = ["LocalObjectStore", "TeamSetup", "find_weed", "team_up", "WEED_PORT_OPTIONS"]
 
@@ -224,8 +224,8 @@ def team_up(
     the relay binds (the CLI prints the setup there). SeaweedFS is stopped however serving ends.
     ``weed_ports`` sets SeaweedFS's other ports (:data:`WEED_PORT_OPTIONS`).
     """
-    from .config import default_cache_dir, resolve_settings
-    from .server.relay import serve
+    from ..config import default_cache_dir, resolve_settings
+    from ..relay.server import serve
 
     root = Path(directory) if directory is not None else default_cache_dir() / "team"
     root.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ exception the seed API promises, so ``except TimeoutError:``, ``except ValueErro
     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
 Backend errors are translated where they arise: pyiceberg, SQL and OS errors in
-:func:`dexorder_feeds.warehouse.translate_errors`, zmq conditions in the HistoryClient; the
+:func:`dexorder_feeds.storage.warehouse.translate_errors`, zmq conditions in the HistoryClient; the
 messages say what happened and what to do, and never contain credentials.
 """
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from .hookspecs import hookimpl
+from ..hookspecs import hookimpl
 
 __all__ = ["fetch_command", "coverage_command"]
 
@@ -65,8 +65,8 @@ def _decimal_view(frame: pd.DataFrame, price_decimals: int, volume_decimals: int
 
 
 def fetch_command(args: argparse.Namespace, catalog_properties: dict[str, str]) -> int:
-    from .plugins import get_plugin_manager
-    from .sync import fetch_ohlc, price_scale
+    from ..plugins import get_plugin_manager
+    from ..client.sync import fetch_ohlc, price_scale
 
     progress = ProgressBar(enabled=not args.no_progress and sys.stderr.isatty())
     pm = get_plugin_manager()
@@ -102,9 +102,9 @@ def fetch_command(args: argparse.Namespace, catalog_properties: dict[str, str]) 
 
 
 def coverage_command(args: argparse.Namespace, catalog_properties: dict[str, str]) -> int:
-    from .config import resolve_settings
-    from .iceberg_client import IcebergClient
-    from .ranges import merge_intervals
+    from ..config import resolve_settings
+    from ..client.iceberg_client import IcebergClient
+    from ..vocabulary.ranges import merge_intervals
 
     settings = resolve_settings(**_settings_kwargs(args, catalog_properties))
     client = IcebergClient(settings.iceberg_catalog_uri, settings.namespace,

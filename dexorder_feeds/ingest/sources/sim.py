@@ -17,8 +17,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from ...markets import MarketInfo
-from ...tickers import Ticker
+from ...vocabulary.markets import MarketInfo
+from ...vocabulary.tickers import Ticker
 from . import IngestSource, SourceCandles
 
 __all__ = ["SimulatedSource"]

@@ -1,0 +1,5 @@
+"""``python -m dexorder_feeds.cli``."""
+
+from .main import main
+
+raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""The platform side: the historian, the relay server and the ingest sources."""
