@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dexorder_feeds import wire
+from dexorder_feeds.wire import ohlc_pb2
 from dexorder_feeds.vocabulary.errors import ProtocolError
 from dexorder_feeds.wire import (
     MAX_FRAME_BYTES,
@@ -63,7 +64,7 @@ def test_notification_topic():
 
 def test_encode_refuses_a_non_wire_message():
     with pytest.raises(ProtocolError, match="is not a wire message"):
-        encode_frame(wire.Candle(timestamp=1))  # type: ignore[arg-type]
+        encode_frame(ohlc_pb2.Candle(timestamp=1))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("frame", [b"", b"\x01"], ids=["empty", "one-byte"])

@@ -1,7 +1,9 @@
 """The wire format shared by the relay server and the HistoryClient.
 
 A payload frame is ``[version byte][message-type byte][protobuf bytes]``. Message shapes live
-only in ``proto/*.proto``; the ``*_pb2`` modules here are generated from them.
+only in ``proto/*.proto``; the ``*_pb2`` modules here are generated from them. The candle
+messages of ``ohlc.proto`` stay in ``ohlc_pb2`` (they never cross this relay's sockets), so the
+names ``Candle`` and ``MarketInfo`` here mean only the library's own types.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from .ingestor_pb2 import (
     RequestReply,
     SubscribeCheck,
 )
-from .ohlc_pb2 import Candle, CandleBatch, MarketInfo
 
 __all__ = [
     "WIRE_VERSION",
@@ -25,9 +26,6 @@ __all__ = [
     "SubscribeCheck",
     "RequestReply",
     "Notification",
-    "Candle",
-    "CandleBatch",
-    "MarketInfo",
     "Message",
     "encode_frame",
     "decode_frame",
