@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,37 @@ def test_generated_modules_are_up_to_date(tmp_path):
         fresh = (tmp_path / name).read_bytes()
         committed = (REPO / "dexorder_feeds" / "wire" / name).read_bytes()
         assert fresh == committed, f"dexorder_feeds/wire/{name} is stale: run python proto/generate.py"
+
+
+def test_generated_modules_carry_no_runtime_version_gate():
+    """protoc gencode pins the protobuf runtime (ValidateProtobufRuntimeVersion); ours must not."""
+    for name in ("ingestor_pb2.py", "ohlc_pb2.py"):
+        text = (REPO / "dexorder_feeds" / "wire" / name).read_text()
+        assert "runtime_version" not in text and "internal import builder" not in text, name
+
+
+def test_generated_modules_expose_what_gencode_exposes():
+    from dexorder_feeds.wire import ingestor_pb2, ohlc_pb2
+
+    assert ingestor_pb2.DESCRIPTOR.name == "ingestor.proto" and ohlc_pb2.DESCRIPTOR.package == "dexorder.ohlc"
+    # top-level enum: a wrapper plus one module constant per value
+    for value in ingestor_pb2.DESCRIPTOR.enum_types_by_name["MessageType"].values:
+        assert getattr(ingestor_pb2, value.name) == value.number == ingestor_pb2.MessageType.Value(value.name)
+    assert ingestor_pb2.MessageType.Name(ingestor_pb2.NOTIFICATION) == "NOTIFICATION"
+    # nested enum: on its message class
+    assert Notification.Status.Name(Notification.NOT_FOUND) == "NOT_FOUND"
+    assert Notification.Status.keys() == ["STATUS_UNSPECIFIED", "OK", "NOT_FOUND", "ERROR"]
+    for module, names in ((ingestor_pb2, ["HistoryRequest", "SubscribeCheck", "RequestReply", "Notification"]),
+                          (ohlc_pb2, ["Candle", "MarketInfo", "CandleBatch"])):
+        for name in names:
+            cls = getattr(module, name)
+            assert cls.DESCRIPTOR.file is module.DESCRIPTOR
+            assert (cls.__module__, cls.__qualname__) == (module.__name__, name)
+
+
+@pytest.mark.parametrize("message", MESSAGES + [wire.CandleBatch(ticker="SIM:BTC/USDT", period_seconds=60,
+                                                                 market=wire.MarketInfo(price_decimals=2),
+                                                                 candles=[wire.Candle(timestamp=1, close=7)])],
+                         ids=lambda m: type(m).__name__)
+def test_messages_pickle(message):
+    assert pickle.loads(pickle.dumps(message)) == message
