@@ -160,9 +160,9 @@ def test_generated_modules_expose_what_gencode_exposes():
             assert (cls.__module__, cls.__qualname__) == (module.__name__, name)
 
 
-@pytest.mark.parametrize("message", MESSAGES + [wire.CandleBatch(ticker="SIM:BTC/USDT", period_seconds=60,
-                                                                 market=wire.MarketInfo(price_decimals=2),
-                                                                 candles=[wire.Candle(timestamp=1, close=7)])],
+@pytest.mark.parametrize("message", MESSAGES + [ohlc_pb2.CandleBatch(ticker="SIM:BTC/USDT", period_seconds=60,
+                                                                 market=ohlc_pb2.MarketInfo(price_decimals=2),
+                                                                 candles=[ohlc_pb2.Candle(timestamp=1, close=7)])],
                          ids=lambda m: type(m).__name__)
 def test_messages_pickle(message):
     assert pickle.loads(pickle.dumps(message)) == message
