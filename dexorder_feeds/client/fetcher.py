@@ -42,7 +42,10 @@ MAX_CANDLES_PER_REQUEST = 100_000
 
 @dataclass(frozen=True)
 class FetchContext:
-    """What hook implementations get as ``context``."""
+    """What pipeline-step hook implementations get as ``context``: the client's ``iceberg``
+    (:class:`IcebergClient`, its ``warehouse``), its ``history`` transport (the relay or the
+    in-process historian), its ``settings``, the plugin manager's ``hook`` relay and the
+    ``request_timeout`` (s) of the fetch."""
 
     iceberg: IcebergClient
     history: HistoryTransport
