@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import uuid
 from pathlib import Path
 
@@ -40,6 +42,10 @@ def test_every_class_in_the_table_round_trips():
 
 
 def test_every_error_of_the_package_has_a_wire_name():
+    for module in pkgutil.walk_packages(dexorder_feeds.__path__, "dexorder_feeds."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)  # so that every error class defined anywhere is seen
+    importlib.import_module("dexorder_feeds.adapters")
     ours = {cls for cls in _all_subclasses(errors.DexOrderError) if cls.__module__.startswith("dexorder_feeds.")}
     ours.add(errors.DexOrderError)
     missing = sorted(cls.__name__ for cls in ours if cls not in set(WIRE_ERRORS.values()))
