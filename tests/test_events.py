@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from relay_process import relay_process
 
 import dexorder_feeds
 from dexorder_feeds import HistoryClient, OHLCClient, fetch_ohlc
@@ -97,14 +96,16 @@ def test_a_raising_observer_leaves_embedded_fetches_intact_and_is_logged_once(ca
     assert failures_logged(caplog, name) == {event: 1 for event in OBSERVER_EVENTS}
 
 
-def test_a_raising_observer_leaves_relay_fetches_intact(tmp_path, caplog):
+def test_a_raising_observer_leaves_relay_fetches_intact(relay_server, caplog):
     caplog.set_level(logging.DEBUG, logger=EVENT_LOGGER)
     raising = Raising()
-    with relay_process(tmp_path / "relay") as relay, installed(raising) as name, recording() as recorder:
+    relay = relay_server
+    start = SEED_START + 300 * 24 * H  # a range no other test of the session's relay asks for
+    with installed(raising) as name, recording() as recorder:
         async def main() -> tuple[int, int]:
             async with OHLCClient(relay.catalog_uri, relay.relay_endpoint, relay.notification_endpoint) as client:
-                first = await client.fetch_ohlc("SIM:BTC/USDT", 3600, SEED_START, SEED_START + 23 * H)
-                cached = await client.fetch_ohlc("SIM:BTC/USDT", 3600, SEED_START, SEED_START + 23 * H)
+                first = await client.fetch_ohlc("SIM:EVENTS/USDT", 3600, start, start + 23 * H)
+                cached = await client.fetch_ohlc("SIM:EVENTS/USDT", 3600, start, start + 23 * H)
                 return len(first), len(cached)
 
         assert asyncio.run(main()) == (24, 24)
@@ -115,13 +116,14 @@ def test_a_raising_observer_leaves_relay_fetches_intact(tmp_path, caplog):
     assert failures_logged(caplog, name) == {event: 1 for event in OBSERVER_EVENTS}
 
 
-def test_a_raising_observer_leaves_history_client_requests_intact(tmp_path, caplog):
+def test_a_raising_observer_leaves_history_client_requests_intact(relay_server, caplog):
     caplog.set_level(logging.DEBUG, logger=EVENT_LOGGER)
     raising = Raising()
-    with relay_process(tmp_path / "relay") as relay, installed(raising) as name:
+    relay = relay_server
+    with installed(raising) as name:
         async def main() -> list[dict]:
             async with HistoryClient(relay.relay_endpoint, relay.notification_endpoint) as client:
-                return [await client.request_historical_ohlc("SIM:BTC/USDT", 3600, SEED_START + i * 24 * H,
+                return [await client.request_historical_ohlc("SIM:EVENTS/BTC", 3600, SEED_START + i * 24 * H,
                                                              SEED_START + i * 24 * H + 23 * H) for i in range(3)]
 
         results = asyncio.run(main())

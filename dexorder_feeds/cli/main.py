@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
-from .. import __version__
 from ..vocabulary.errors import DexOrderError
 
 __all__ = ["main", "build_parser"]
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dexorder-feeds", description="DexOrder historical candles for backtesting.")
     parser.add_argument("--log-level", default=None,
                         help="DEBUG, INFO, WARNING or ERROR (default: INFO for serve, WARNING otherwise)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('dexorder-feeds')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the relay server and historian as a process")
