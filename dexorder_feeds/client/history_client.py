@@ -614,8 +614,8 @@ class HistoryClient(HistoryTransport):
             if not sent:
                 sent = True
                 emit("dexorder_request_sent", request_id=request.request_id, ticker=request.ticker,
-                           period_seconds=request.period_seconds, start_time=request.start_time,
-                           end_time=request.end_time)
+                     period_seconds=request.period_seconds, start_time=request.start_time,
+                     end_time=request.end_time)
 
         attempts = 0
         while attempts < self.max_attempts and (remaining := deadline - self._loop.time()) > 0:
