@@ -10,6 +10,7 @@ soon as backtrader / vectorbt are imported. Heavy modules load on first use.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version as _package_version
 from typing import TYPE_CHECKING, Any
 
 from .vocabulary import errors as _errors
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from .client.ohlc_client import OHLCClient
     from .client.sync import fetch_ohlc
 
-__version__ = "0.1.0"
+try:
+    __version__ = _package_version("dexorder-feeds")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "OHLCClient": ".client.ohlc_client",

@@ -50,3 +50,12 @@ def test_import_is_light():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    assert dexorder_feeds.__version__ == version("dexorder-feeds")
+    out = subprocess.run([sys.executable, "-m", "dexorder_feeds.cli", "--version"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == f"dexorder-feeds {version('dexorder-feeds')}"

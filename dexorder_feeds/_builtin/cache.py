@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from ..client.fetcher import FetchContext
+    from ..vocabulary.requests import CacheRead, FetchRequest
+
 
 @hookimpl(trylast=True)
-def dexorder_read_cache(context: Any, request: Any) -> Any:
+def dexorder_read_cache(context: FetchContext, request: FetchRequest) -> CacheRead:
     return context.iceberg.read_cache(request)

@@ -8,21 +8,29 @@ each request's timeout covers that request's own work, not its wait behind the o
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
+from ..events import emit
 from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from ..client.fetcher import FetchContext
+    from ..vocabulary.ranges import Interval
+    from ..vocabulary.requests import FetchRequest
 
 MAX_REQUESTS_IN_FLIGHT = 4
 
 
-async def fill_ranges(context: Any, request: Any, ranges: list[tuple[int, int]]) -> list[dict]:
+async def fill_ranges(context: FetchContext, request: FetchRequest, ranges: list[Interval]) -> list[dict[str, Any]]:
+    """Ask ``context.history`` for each range (at most :data:`MAX_REQUESTS_IN_FLIGHT` at a time)."""
     from ..client.transport import raise_for_error
 
-    period_us = request.period_seconds * 1_000_000
+    period_us = request.period_us
     slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
     done = 0
 
-    async def one(start: int, stop: int) -> dict:
+    async def one(start: int, stop: int) -> dict[str, Any]:
         nonlocal done
         async with slots:
             result = await context.history.request_historical_ohlc(
@@ -30,12 +38,12 @@ async def fill_ranges(context: Any, request: Any, ranges: list[tuple[int, int]])
             )
         raise_for_error(result)
         done += 1
-        context.hook.dexorder_progress(request=request, completed=done, total=len(ranges))
+        emit("dexorder_progress", hooks=context.hook, request=request, completed=done, total=len(ranges))
         return result
 
     return list(await asyncio.gather(*(one(start, stop) for start, stop in ranges)))
 
 
 @hookimpl(trylast=True)
-def dexorder_fill_gaps(context: Any, request: Any, ranges: Any) -> Any:
+def dexorder_fill_gaps(context: FetchContext, request: FetchRequest, ranges: list[Interval]) -> Awaitable[list[dict[str, Any]]]:
     return fill_ranges(context, request, list(ranges))

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from ..vocabulary.errors import DexOrderError
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dexorder-feeds", description="DexOrder historical candles for backtesting.")
     parser.add_argument("--log-level", default=None,
                         help="DEBUG, INFO, WARNING or ERROR (default: INFO for serve, WARNING otherwise)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('dexorder-feeds')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the relay server and historian as a process")

@@ -19,7 +19,7 @@ from typing import Any
 from ..storage.catalog import open_catalog, scrub
 from ..config import Settings
 from ..vocabulary.errors import ClientClosedError, RequestTimeoutError
-from ..plugins import get_plugin_manager
+from ..events import emit
 from ..ingest.historian import Historian
 from ..ingest.sources import SourceRegistry
 from .transport import HistoryTransport, check_request_args, result_from_notification, raise_for_error
@@ -110,9 +110,8 @@ class EmbeddedHistory(HistoryTransport):
         assert self._executor is not None
         request = HistoryRequest(request_id=uuid.uuid4().hex, client_id="embedded", ticker=name,
                                  period_seconds=period, start_time=start, end_time=end, limit=limit)
-        hook = get_plugin_manager().hook
-        hook.dexorder_request_sent(request_id=request.request_id, ticker=name, period_seconds=period,
-                                   start_time=start, end_time=end)
+        emit("dexorder_request_sent", request_id=request.request_id, ticker=name, period_seconds=period,
+             start_time=start, end_time=end)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self.historian.handle, request)
         try:
@@ -125,7 +124,7 @@ class EmbeddedHistory(HistoryTransport):
         if notification.error_message and self._secrets:
             notification.error_message = scrub(notification.error_message, self._secrets)
         result = result_from_notification(notification)
-        hook.dexorder_notification_received(result=result)
+        emit("dexorder_notification_received", result=result)
         return raise_for_error(result)
 
     async def close(self) -> None:

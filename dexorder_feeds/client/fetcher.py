@@ -19,12 +19,13 @@ import dataclasses
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
+import pluggy
 
 from ..vocabulary import errors
 from ..config import Settings
+from ..events import emit
 from .iceberg_client import IcebergClient, candles_to_frame
 from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
@@ -41,12 +42,15 @@ MAX_CANDLES_PER_REQUEST = 100_000
 
 @dataclass(frozen=True)
 class FetchContext:
-    """What hook implementations get as ``context``."""
+    """What pipeline-step hook implementations get as ``context``: the client's ``iceberg``
+    (:class:`IcebergClient`, its ``warehouse``), its ``history`` transport (the relay or the
+    in-process historian), its ``settings``, the plugin manager's ``hook`` relay and the
+    ``request_timeout`` (s) of the fetch."""
 
     iceberg: IcebergClient
     history: HistoryTransport
     settings: Settings
-    hook: Any
+    hook: pluggy.HookRelay
     request_timeout: float
 
 
@@ -74,9 +78,8 @@ class Fetcher:
         hook = context.hook
         cached = await self._read(context, request)
         missing = hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
-        hook.dexorder_cache_checked(
-            request=request, cached_rows=cached.num_rows, missing_ranges=to_inclusive(missing, request.period_us)
-        )
+        emit("dexorder_cache_checked", hooks=hook, request=request, cached_rows=cached.num_rows,
+             missing_ranges=to_inclusive(missing, request.period_us))
         # Only closed periods can be filled: the open one is reported missing, never requested.
         closed_stop = closed_period_stop(request.period_seconds)
         fillable = [(s, min(e, closed_stop)) for s, e in missing if min(e, closed_stop) > s]

@@ -76,6 +76,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ..vocabulary import errors
 from ..auth import ClientCurve, configure_client_socket
+from ..events import emit
 from .transport import (
     HistoryTransport,
     check_request_args,
@@ -540,7 +541,7 @@ class HistoryClient(HistoryTransport):
             self._replies.pop(request_id, None)
 
         result = result_from_notification(notification)
-        self._emit("dexorder_notification_received", result=result)
+        emit("dexorder_notification_received", result=result)
         if notification.error_type == "RelayUnavailableError":
             raise errors.RelayUnavailableError(notification.error_message)
         return raise_for_error(result)
@@ -612,9 +613,9 @@ class HistoryClient(HistoryTransport):
             nonlocal sent
             if not sent:
                 sent = True
-                self._emit("dexorder_request_sent", request_id=request.request_id, ticker=request.ticker,
-                           period_seconds=request.period_seconds, start_time=request.start_time,
-                           end_time=request.end_time)
+                emit("dexorder_request_sent", request_id=request.request_id, ticker=request.ticker,
+                     period_seconds=request.period_seconds, start_time=request.start_time,
+                     end_time=request.end_time)
 
         attempts = 0
         while attempts < self.max_attempts and (remaining := deadline - self._loop.time()) > 0:
@@ -629,12 +630,3 @@ class HistoryClient(HistoryTransport):
             f"the relay at {self.relay_endpoint} did not answer request {request.request_id} "
             f"({attempts} attempts within {timeout:g} s); check that `dexorder-feeds serve` runs there"
         )
-
-    @staticmethod
-    def _emit(hook_name: str, **kwargs: Any) -> None:
-        from ..plugins import get_plugin_manager
-
-        try:
-            getattr(get_plugin_manager().hook, hook_name)(**kwargs)
-        except Exception:
-            log.exception("a dexorder_feeds plugin failed in %s; the request goes on", hook_name)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..vocabulary import errors
 from ..wire import Notification
+from ..wire.errors import error_class
 
 __all__ = ["HistoryTransport", "result_from_notification", "raise_for_error", "error_from_type"]
 
@@ -47,12 +48,14 @@ class HistoryTransport(abc.ABC):
 
 
 def error_from_type(error_type: str, message: str, *, default: type[errors.DexOrderError]) -> errors.DexOrderError:
-    """Rebuild the error class a server named, if it is one of ours; else ``default``."""
-    cls = getattr(errors, error_type, None) if error_type else None
-    if not (isinstance(cls, type) and issubclass(cls, errors.DexOrderError) and issubclass(cls, ValueError)):
+    """Rebuild the error a server named by its wire name (:data:`~dexorder_feeds.wire.errors.WIRE_ERRORS`).
+
+    A rejected or failed request raises ``ValueError`` as the seed promises: a named class that is
+    not a ``ValueError``, an empty name or a name this version does not know gives ``default``.
+    """
+    cls = error_class(error_type)
+    if cls is None or not issubclass(cls, ValueError):
         cls = default
-    if cls is errors.RequestFailedError:
-        return errors.RequestFailedError(message)
     return cls(message)
 
 

@@ -33,6 +33,7 @@ from ..vocabulary.tickers import Ticker, parse_ticker
 from ..vocabulary.times import now_micros, to_micros
 from ..storage.warehouse import Warehouse, candle_arrow_schema
 from ..wire import HistoryRequest, Notification
+from ..wire.errors import wire_name
 from .sources import SourceRegistry
 
 __all__ = ["Historian", "ValidatedRequest", "validate_request", "DEFAULT_MAX_RANGE_CANDLES"]
@@ -155,7 +156,7 @@ class Historian:
         except DexOrderError as exc:
             notification.status = Notification.ERROR
             notification.error_message = str(exc)
-            notification.error_type = type(exc).__name__
+            notification.error_type = wire_name(exc)
             added = 0
         except Exception as exc:  # a bug or a backend failure: report it, keep serving
             log.exception("request %s failed", request.request_id)

@@ -90,6 +90,7 @@ from ..wire import (
     notification_topic,
 )
 from ..ingest.historian import DEFAULT_MAX_RANGE_CANDLES, Historian
+from ..wire.errors import wire_name
 
 __all__ = [
     "RelayServer",
@@ -488,7 +489,7 @@ class RelayServer:
             log.info("relay rejected request %s (%s %ss): %s: %s", request_id, request.ticker,
                      request.period_seconds, type(exc).__name__, exc)
             await self._reply(envelope, RequestReply(request_id=request_id, accepted=False, reason=str(exc),
-                                                     error_type=type(exc).__name__))
+                                                     error_type=wire_name(exc)))
             return
         except Exception as exc:
             log.exception("relay: validating request %s failed", request_id)
