@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..config import resolve_settings
 from ..vocabulary.errors import DataError, InvalidRequestError
+from ..vocabulary.periods import period_starts
 from ..vocabulary.requests import FetchRequest, closed_period_stop
 from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
 from ..client.ohlc_client import OHLCClient
@@ -167,7 +168,7 @@ def apply_missing(
         grid_start = int(timestamps[0])
     if grid_stop <= grid_start:
         return frame
-    grid = np.arange(grid_start, grid_stop, period_us, dtype=np.int64)
+    grid = period_starts(period_us // 1_000_000, grid_start, grid_stop)
     if len(grid) == len(timestamps) and (len(grid) == 0 or (grid[0] == timestamps[0] and grid[-1] == timestamps[-1])):
         return frame  # nothing missing
     if policy == "ffill" and previous is None and len(timestamps):

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..vocabulary.periods import shift_periods
 from ..vocabulary.requests import FetchRequest
 from ..client.ohlc_client import OHLCClient
 from ..client.sync import get_loop, run_sync
@@ -149,9 +150,8 @@ class _Pager:
         interval = self.request.interval
         if interval is None or self.next_start is None or self.next_start >= interval[1]:
             return None
-        period_us = self.request.period_us
         first = self.next_start
-        stop = min(first + self.page_size * period_us, interval[1])
+        stop = min(shift_periods(self.request.period_seconds, first, self.page_size), interval[1])
         self.next_start = stop
         return first, stop - 1
 

@@ -23,6 +23,7 @@ from .hookspecs import hookimpl
 from .ingest.historian import Historian
 from .ingest.sources import IngestSource, SourceCandles, SourceRegistry
 from .vocabulary.markets import MarketInfo
+from .vocabulary.periods import shift_periods
 from .vocabulary.ranges import Interval
 from .vocabulary.requests import CacheRead, FetchRequest
 from .vocabulary.tickers import Ticker, parse_ticker
@@ -79,7 +80,7 @@ async def fill_from_source(
     for start, stop in ranges:
         message = HistoryRequest(request_id=uuid.uuid4().hex, client_id=f"plugin-{source.name}",
                                  ticker=request.ticker, period_seconds=request.period_seconds,
-                                 start_time=start, end_time=stop - request.period_us)
+                                 start_time=start, end_time=shift_periods(request.period_seconds, stop, -1))
         notification = await asyncio.to_thread(historian.handle, message)
         results.append(raise_for_error(result_from_notification(notification)))
         emit("dexorder_progress", hooks=context.hook, request=request, completed=len(results), total=len(ranges))

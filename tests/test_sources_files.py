@@ -324,7 +324,7 @@ def test_misaligned_timestamp_names_file_and_line(tmp_path: Path) -> None:
     rows[3][0] = str(int(rows[3][0]) + 60_000_000)  # 00:01 past the hour
     path = write_csv(pair_dir(tmp_path) / "1h.csv", rows)
     message = fetch_error(tmp_path)
-    assert f"{path}, line 5" in message and "3600s period boundary" in message
+    assert f"{path}, line 5" in message and "where a 1h period opens" in message
 
 
 def test_duplicate_timestamp_names_both_lines(tmp_path: Path) -> None:

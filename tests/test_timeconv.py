@@ -86,9 +86,11 @@ def test_now_and_today_are_utc_whatever_the_local_zone(monkeypatch):
         time.tzset()
 
 
-def test_month_periods_are_refused_not_read_as_minutes():
-    with pytest.raises(InvalidPeriodError, match="months"):
-        parse_period("1M")
+def test_1M_is_a_calendar_month_not_minutes_and_30d_is_refused():
+    assert parse_period("1M") == 2_592_000  # the documented code for a calendar month
+    assert parse_period("1m") == 60
+    with pytest.raises(InvalidPeriodError, match="1M"):
+        parse_period("30d")
 
 
 @pytest.mark.parametrize("value", [datetime(1970, 1, 1), "1972-06-01", pd.Timestamp("1960-01-01", tz="UTC")])

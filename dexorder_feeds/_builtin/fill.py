@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import emit
 from ..hookspecs import hookimpl
+from ..vocabulary.periods import shift_periods
 
 if TYPE_CHECKING:
     from ..client.fetcher import FetchContext
@@ -26,7 +27,6 @@ async def fill_ranges(context: FetchContext, request: FetchRequest, ranges: list
     """Ask ``context.history`` for each range (at most :data:`MAX_REQUESTS_IN_FLIGHT` at a time)."""
     from ..client.transport import raise_for_error
 
-    period_us = request.period_us
     slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
     done = 0
 
@@ -34,7 +34,7 @@ async def fill_ranges(context: FetchContext, request: FetchRequest, ranges: list
         nonlocal done
         async with slots:
             result = await context.history.request_historical_ohlc(
-                request.ticker, request.period_seconds, start, stop - period_us, timeout=context.request_timeout
+                request.ticker, request.period_seconds, start, shift_periods(request.period_seconds, stop, -1), timeout=context.request_timeout
             )
         raise_for_error(result)
         done += 1

@@ -27,6 +27,7 @@ from ..vocabulary import errors
 from ..config import Settings
 from ..events import emit
 from .iceberg_client import IcebergClient, candles_to_frame
+from ..vocabulary.periods import shift_periods
 from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
@@ -56,8 +57,14 @@ class FetchContext:
 
 def split_interval(interval: Interval, period_us: int, max_candles: int = MAX_CANDLES_PER_REQUEST) -> list[Interval]:
     """Cut an interval into pieces of at most ``max_candles`` candles."""
-    step = max_candles * period_us
-    return [(s, min(s + step, interval[1])) for s in range(interval[0], interval[1], step)]
+    period = period_us // 1_000_000
+    pieces: list[Interval] = []
+    start = interval[0]
+    while start < interval[1]:
+        stop = min(shift_periods(period, start, max_candles), interval[1])
+        pieces.append((start, stop))
+        start = stop
+    return pieces
 
 
 class Fetcher:

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from ..storage.catalog import open_catalog
 from ..vocabulary.markets import MarketInfo
+from ..vocabulary.periods import period_end_array
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop, sorted_unique_candles
 from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals, to_inclusive
 from ..vocabulary.tickers import parse_ticker
@@ -58,10 +59,11 @@ def candle_runs(timestamps: np.ndarray, period_us: int) -> list[Interval]:
     if ts.size > 1 and not bool(np.all(ts[1:] > ts[:-1])):
         ts = np.sort(ts)
         ts = ts[np.concatenate(([True], ts[1:] != ts[:-1]))]
-    breaks = np.flatnonzero(np.diff(ts) != period_us)
+    ends = period_end_array(period_us // 1_000_000, ts)
+    breaks = np.flatnonzero(ends[:-1] != ts[1:])
     starts = np.concatenate((ts[:1], ts[breaks + 1]))
-    lasts = np.concatenate((ts[breaks], ts[-1:]))
-    return [(int(s), int(e) + period_us) for s, e in zip(starts, lasts)]
+    stops = np.concatenate((ends[breaks], ends[-1:]))
+    return [(int(s), int(e)) for s, e in zip(starts, stops)]
 
 
 def _own_array(column: pa.ChunkedArray, *, fill: int | None = None, nulls: bool = False) -> np.ndarray:

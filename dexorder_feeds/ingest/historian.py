@@ -27,14 +27,16 @@ from ..vocabulary.errors import (
     PrecisionError,
 )
 from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
+from ..vocabulary.aggregate import aggregate_candles, coarsest_divisor
+from ..vocabulary.periods import is_aligned, period_count, period_floor, period_label, shift_periods
 from ..vocabulary.requests import closed_period_stop
 from ..vocabulary.ranges import Interval, candle_interval, subtract_intervals
 from ..vocabulary.tickers import Ticker, parse_ticker
-from ..vocabulary.times import now_micros, to_micros
+from ..vocabulary.times import format_micros, now_micros, to_micros
 from ..storage.warehouse import Warehouse, candle_arrow_schema
 from ..wire import HistoryRequest, Notification
 from ..wire.errors import wire_name
-from .sources import SourceRegistry
+from .sources import IngestSource, SourceRegistry
 
 __all__ = ["Historian", "ValidatedRequest", "validate_request", "DEFAULT_MAX_RANGE_CANDLES"]
 
@@ -77,9 +79,10 @@ def validate_request(
     if start > end:
         raise InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")
     period_us = period * 1_000_000
-    if (end - start) // period_us + 1 > max_range_candles:
+    count = period_count(period, period_floor(period, start), end + 1)
+    if count > max_range_candles:
         raise InvalidRequestError(
-            f"the range holds {(end - start) // period_us + 1} candles, more than the limit of "
+            f"the range holds {count} candles, more than the limit of "
             f"{max_range_candles}; split it into smaller requests"
         )
     if request.HasField("limit") and request.limit <= 0:
@@ -88,7 +91,7 @@ def validate_request(
     if interval is not None:
         stop = min(interval[1], closed_period_stop(period, now))
         if request.HasField("limit"):
-            stop = min(stop, interval[0] + request.limit * period_us)
+            stop = min(stop, shift_periods(period, interval[0], request.limit))
         interval = (interval[0], stop) if stop > interval[0] else None
     return ValidatedRequest(request.request_id, ticker, period, interval)
 
@@ -179,9 +182,10 @@ class Historian:
             return 0, stored
         source = self.sources.source_for(valid.ticker)
         t0 = time.perf_counter()
-        got = source.fetch_candles(valid.ticker, valid.period_seconds, *valid.interval)
+        fetch_period = self._fetch_period(source, valid)
+        got = source.fetch_candles(valid.ticker, fetch_period, *valid.interval)
         timings["source"] = time.perf_counter() - t0
-        frame = self._in_interval(got.frame, valid)
+        frame = self._in_interval(got.frame, valid, fetch_period)
         ticker = str(valid.ticker)
         source_market = MarketInfo(ticker, got.market.price_decimals, got.market.volume_decimals)
 
@@ -196,6 +200,8 @@ class Historian:
                 scaled = _rescale(frame, source_market, market)
             else:
                 scaled = scale_to_integers(frame, market)
+            if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
+                scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
             table = self._to_arrow(ticker, valid.period_seconds, scaled)
             added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, valid.interval, table)
             covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
@@ -208,7 +214,16 @@ class Historian:
         return self.warehouse.committer.submit(commit).result()
 
     @staticmethod
-    def _in_interval(frame: pd.DataFrame, valid: ValidatedRequest) -> pd.DataFrame:
+    def _fetch_period(source: IngestSource, valid: ValidatedRequest) -> int:
+        """The period to ask ``source`` for: the request's, or a finer one it holds that divides it."""
+        offered = source.periods(valid.ticker)
+        if offered is None or valid.period_seconds in offered:
+            return valid.period_seconds
+        finer = coarsest_divisor(valid.period_seconds, offered)
+        return valid.period_seconds if finer is None else finer
+
+    @staticmethod
+    def _in_interval(frame: pd.DataFrame, valid: ValidatedRequest, period: int) -> pd.DataFrame:
         """The source's candles inside the interval, checked for alignment and duplicates."""
         assert valid.interval is not None
         missing = [c for c in ("timestamp", *PRICE_COLUMNS, "volume") if c not in frame.columns]
@@ -218,9 +233,11 @@ class Historian:
         keep = (ts >= valid.interval[0]) & (ts < valid.interval[1])
         frame = frame.loc[keep]
         ts = ts[keep]
-        if np.any(ts % valid.period_us):
-            bad = int(ts[np.argmax(ts % valid.period_us != 0)])
-            raise DataError(f"{valid.ticker}: the source returned a candle at {bad}, not on a {valid.period_seconds}s boundary")
+        misaligned = ~is_aligned(period, ts)
+        if misaligned.any():
+            bad = int(ts[np.argmax(misaligned)])
+            raise DataError(f"{valid.ticker}: the source returned a candle at {format_micros(bad)}, not where a "
+                            f"{period_label(period)} period opens")
         order = np.argsort(ts, kind="stable")
         if np.any(np.diff(ts[order]) == 0):
             frame = frame.drop_duplicates("timestamp", keep="last")

@@ -4,6 +4,10 @@ Internally a range of candles is a half-open, period-aligned interval ``(start, 
 holds the candles whose timestamps are ``start, start + p, …, stop - p``. The public API speaks
 in inclusive pairs ``(first_candle_ts, last_candle_ts)``, which select exactly those candles
 when passed back as ``start_time``/``end_time``; :func:`to_inclusive` converts.
+
+Functions here take the period as ``period_us`` (its seconds times 1_000_000, so
+``2_592_000_000_000`` is a calendar month and ``604_800_000_000`` a Monday week); where
+candles open is decided by :mod:`.periods`, never by fixed-grid arithmetic here.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from .periods import period_ceil, period_count, period_end, period_end_array, period_floor, shift_periods
 
 __all__ = [
     "Interval",
@@ -27,16 +33,17 @@ Interval = tuple[int, int]
 
 def candle_interval(start: int, end: int, period_us: int) -> Interval | None:
     """The candles whose timestamps lie in ``[start, end]`` (inclusive), or None if there are none."""
-    first = -(-start // period_us) * period_us
-    last = end // period_us * period_us
+    period = period_us // 1_000_000
+    first = period_ceil(period, start)
+    last = period_floor(period, end)
     if last < first:
         return None
-    return first, last + period_us
+    return first, period_end(period, last)
 
 
 def interval_candle_count(interval: Interval, period_us: int) -> int:
     """How many candles an interval holds."""
-    return (interval[1] - interval[0]) // period_us
+    return period_count(period_us // 1_000_000, interval[0], interval[1])
 
 
 def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
@@ -77,12 +84,14 @@ def intervals_from_timestamps(timestamps: Sequence[int] | np.ndarray, period_us:
     if ts.size == 0:
         return []
     ts = ts[np.concatenate(([True], ts[1:] != ts[:-1]))]
-    breaks = np.nonzero(np.diff(ts) != period_us)[0]
+    ends = period_end_array(period_us // 1_000_000, ts)
+    breaks = np.nonzero(ends[:-1] != ts[1:])[0]
     starts = np.concatenate(([ts[0]], ts[breaks + 1]))
-    lasts = np.concatenate((ts[breaks], [ts[-1]]))
-    return [(int(s), int(e) + period_us) for s, e in zip(starts, lasts)]
+    stops = np.concatenate((ends[breaks], [ends[-1]]))
+    return [(int(s), int(e)) for s, e in zip(starts, stops)]
 
 
 def to_inclusive(intervals: Iterable[Interval], period_us: int) -> list[tuple[int, int]]:
     """Half-open intervals as the public ``(first_candle_ts, last_candle_ts)`` pairs."""
-    return [(start, stop - period_us) for start, stop in intervals]
+    period = period_us // 1_000_000
+    return [(start, shift_periods(period, stop, -1)) for start, stop in intervals]

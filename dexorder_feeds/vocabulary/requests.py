@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InvalidTimeRangeError
+from . import periods
 from .ranges import Interval, candle_interval
 from .tickers import parse_ticker
 from .times import now_micros, parse_period, to_micros
@@ -24,10 +25,9 @@ def closed_period_stop(period_seconds: int, now: int | None = None) -> int:
     """The start of the period still open at ``now`` (µs): every candle before it has closed.
 
     A candle whose period has not closed is never final: it is never stored, never asked for,
-    and always reported missing.
+    and always reported missing. (Calendar-aware: see :func:`.periods.closed_period_stop`.)
     """
-    period_us = period_seconds * 1_000_000
-    return (now_micros() if now is None else now) // period_us * period_us
+    return periods.closed_period_stop(period_seconds, now_micros() if now is None else now)
 
 
 def sorted_unique_candles(frame: pd.DataFrame) -> pd.DataFrame:

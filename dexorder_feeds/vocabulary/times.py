@@ -1,4 +1,4 @@
-"""Timestamps and periods: everything becomes integer microseconds / whole seconds here.
+"""Timestamps: everything becomes integer microseconds here (periods live in :mod:`.periods`).
 
 Public functions accept ``int`` microseconds, ``datetime``, ``pandas.Timestamp``, ``numpy.datetime64``
 and ISO-8601 strings. A naive ``datetime`` or string without offset is taken as **UTC** (the
@@ -7,17 +7,16 @@ convention of backtrader and pandas users); aware values are converted to UTC.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import date, datetime, timezone
 from typing import Union
 
-from .errors import InvalidPeriodError, InvalidTimeRangeError
+from .errors import InvalidTimeRangeError
+from .periods import PeriodLike, parse_period
 
 __all__ = ["TimeLike", "PeriodLike", "to_micros", "parse_period", "now_micros", "format_micros"]
 
 TimeLike = Union[int, str, datetime, date, "pd.Timestamp"]  # noqa: F821 - pandas is imported lazily
-PeriodLike = Union[int, str]
 
 # Integer timestamps in microseconds fall between 1973 and 5138; anything else is almost
 # certainly another unit, and the error says which.
@@ -25,8 +24,6 @@ _MIN_PLAUSIBLE_MICROS = 10**14
 _MAX_PLAUSIBLE_MICROS = 10**17
 _EARLIEST = "1973-03-03T09:46:40Z"  # 10**14 µs
 
-_PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PERIOD_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 
 
 def now_micros() -> int:
@@ -102,32 +99,6 @@ def to_micros(value: object, *, name: str = "time") -> int:
         f"{name}={value!r} ({type(value).__name__}) is not a time; "
         "give integer microseconds, a datetime, a pandas.Timestamp or an ISO string"
     )
-
-
-def parse_period(value: object) -> int:
-    """Return a period in whole seconds from ``3600``, ``"3600"`` or ``"1h"`` (s/m/h/d/w)."""
-    if isinstance(value, bool):
-        raise InvalidPeriodError(f"period_seconds={value!r} is not a positive whole number of seconds")
-    if isinstance(value, str):
-        match = _PERIOD_RE.match(value.lower())
-        if match and value.strip().endswith("M"):
-            raise InvalidPeriodError(
-                f"period {value!r} is ambiguous: months are not supported; write minutes as {value.strip()[:-1]}m"
-            )
-        if not match:
-            raise InvalidPeriodError(
-                f"period {value!r} is not understood; give seconds (3600) or 1m/5m/15m/1h/4h/1d/1w"
-            )
-        seconds = int(match.group(1)) * _PERIOD_UNITS[match.group(2) or "s"]
-    elif isinstance(value, int) or (hasattr(value, "dtype") and getattr(value, "dtype").kind in "iu"):
-        seconds = int(value)  # type: ignore[call-overload]
-    else:
-        raise InvalidPeriodError(
-            f"period_seconds={value!r} ({type(value).__name__}) is not a positive whole number of seconds"
-        )
-    if seconds <= 0:
-        raise InvalidPeriodError(f"period_seconds={seconds} must be positive")
-    return seconds
 
 
 def format_micros(value: int) -> str:

@@ -47,6 +47,14 @@ class IngestSource(abc.ABC):
     def fetch_candles(self, ticker: Ticker, period_seconds: int, start: int, stop: int) -> SourceCandles:
         """Candles with ``start <= timestamp < stop`` (µs, period-aligned, closed periods only)."""
 
+    def periods(self, ticker: Ticker) -> list[int] | None:
+        """The periods this source holds for ``ticker`` as given, or None if it serves any period.
+
+        When a requested period is not listed, the historian asks for the coarsest listed period
+        that divides it exactly and aggregates (see :mod:`dexorder_feeds.vocabulary.aggregate`).
+        """
+        return None
+
     def close(self) -> None:
         """Release connections or files (optional)."""
 

@@ -5,12 +5,14 @@ paged until the range is covered (each call returns at most ``page_limit`` candl
 call starts one period after the last candle received), with ccxt's rate limiter on.
 
 - **Periods** map to the exchange's own timeframes (60 → ``1m``, 3600 → ``1h``, 86400 → ``1d``,
-  604800 → ``1w``, …). A period the exchange does not offer raises :class:`InvalidPeriodError`
-  naming the ones it does. Calendar-month and year timeframes are never used.
+  604800 → ``1w`` (Monday weeks), 2592000 → ``1M`` (calendar months), …). A period the exchange
+  does not offer raises :class:`InvalidPeriodError` naming the ones it does; :meth:`periods`
+  lists them so the historian can build a coarser period from a finer one. Year timeframes
+  are never used.
 - **Timestamps** are converted from ms to µs. Only candles with ``start <= timestamp < stop``
-  whose period has closed are returned. A candle that is not on a multiple of the period since
-  the epoch (Binance opens its weekly candles on Mondays) raises :class:`DataError`: the
-  warehouse stores epoch-aligned periods only.
+  whose period has closed are returned. A candle that does not open where dexorder-feeds opens
+  the period (see :mod:`dexorder_feeds.vocabulary.periods`: weeks on Monday 00:00 UTC, months
+  on the 1st) raises :class:`DataError`.
 - **Decimals**: the market's precision from ``load_markets`` (``TICK_SIZE`` mode, e.g. 0.01 →
   2 decimals, or ``DECIMAL_PLACES``), widened to the decimals the values actually carry
   (volumes often have more than the amount step), at most 12, and narrowed only if the values
@@ -48,6 +50,15 @@ from ...vocabulary.errors import (
     missing_dependency,
 )
 from ...vocabulary.markets import MarketInfo
+from ...vocabulary.periods import (
+    MONTH,
+    closed_period_stop,
+    is_aligned,
+    period_count,
+    period_end,
+    period_floor,
+    period_label,
+)
 from ...vocabulary.tickers import Ticker
 from ...vocabulary.times import format_micros, now_micros
 from . import IngestSource, SourceCandles
@@ -161,17 +172,25 @@ class CcxtSource(IngestSource):
 
     # -- markets and timeframes ---------------------------------------------------------
     def offered_periods(self) -> dict[int, str]:
-        """The exchange's timeframes by period in seconds (no month or year timeframes)."""
+        """The exchange's timeframes by period in seconds (``1M`` as :data:`MONTH`; no years)."""
         offered: dict[int, str] = {}
         for timeframe in self.exchange.timeframes or {}:
+            if timeframe == "1M":
+                offered.setdefault(MONTH, timeframe)
+                continue
             if timeframe[-1:] in ("M", "y"):
                 continue
             try:
                 seconds = int(self.exchange.parse_timeframe(timeframe))
             except (ValueError, self._ccxt.BaseError):
                 continue
+            if seconds == MONTH:
+                continue  # a fixed 30-day timeframe would be read as a calendar month
             offered.setdefault(seconds, timeframe)
         return offered
+
+    def periods(self, ticker: Ticker) -> list[int] | None:
+        return sorted(self.offered_periods())
 
     def timeframe_for(self, period_seconds: int) -> str:
         """The exchange's timeframe for a period; :class:`InvalidPeriodError` if it has none."""
@@ -180,7 +199,7 @@ class CcxtSource(IngestSource):
         if timeframe is None:
             listing = ", ".join(f"{tf} ({s}s)" for s, tf in sorted(offered.items())) or "none"
             raise InvalidPeriodError(
-                f"{self.exchange_id} has no {period_seconds}s candles; it offers {listing}"
+                f"{self.exchange_id} has no {period_label(period_seconds)} ({period_seconds}s) candles; it offers {listing}"
             )
         return timeframe
 
@@ -246,7 +265,6 @@ class CcxtSource(IngestSource):
         return rows, buys
 
     def fetch_candles(self, ticker: Ticker, period_seconds: int, start: int, stop: int) -> SourceCandles:
-        period_ms = period_seconds * 1000
         with self._lock:
             market = self._market(ticker)
             timeframe = self.timeframe_for(period_seconds)
@@ -254,36 +272,37 @@ class CcxtSource(IngestSource):
             buy_index = self._buy_volume_index(market)
             now_ms = now_micros() // 1000
             start_ms = -(-start // 1000)
-            end_ms = min(-(-stop // 1000), now_ms - period_ms + 1)  # only closed periods
+            end_ms = min(-(-stop // 1000), closed_period_stop(period_seconds, now_ms * 1000) // 1000)  # closed only
             candles: dict[int, list[Any]] = {}
             buys: dict[int, Any] = {}
             since, calls = start_ms, 0
             while since < end_ms:
-                limit = min(self.page_limit, -(-(end_ms - since) // period_ms))
+                limit = min(self.page_limit, period_count(period_seconds, since * 1000, end_ms * 1000))
                 rows, page_buys = self._fetch_page(symbol, timeframe, since, limit, buy_index)
                 calls += 1
                 buys.update(page_buys)
                 if not rows:
                     break
                 for row in rows:
-                    self._check_alignment(int(row[0]), period_ms, timeframe)
+                    self._check_alignment(int(row[0]), period_seconds, timeframe)
                     candles[int(row[0])] = row
                 last = max(int(row[0]) for row in rows)
                 if last < since:
                     break
-                since = last + period_ms
+                since = period_end(period_seconds, period_floor(period_seconds, last * 1000)) // 1000
         kept = sorted(ms for ms in candles if start_ms <= ms < end_ms)
         log.info("%s %s %s: %d candles in %d calls for [%s, %s)", self.exchange_id, symbol, timeframe,
                  len(kept), calls, format_micros(start), format_micros(stop))
         frame = self._frame([candles[ms] for ms in kept], buys if buy_index is not None else None)
         return SourceCandles(self._market_info(ticker, market, frame), frame, scaled=False)
 
-    def _check_alignment(self, ms: int, period_ms: int, timeframe: str) -> None:
-        if ms % period_ms:
+    def _check_alignment(self, ms: int, period_seconds: int, timeframe: str) -> None:
+        if not is_aligned(period_seconds, np.array([ms * 1000]))[0]:
             raise DataError(
-                f"{self.exchange_id}'s {timeframe} candles open at {format_micros(ms * 1000)}, not on a "
-                f"multiple of {period_ms // 1000}s since the epoch; dexorder-feeds stores epoch-aligned "
-                f"periods only, so take {timeframe} candles from another source or use a shorter period"
+                f"{self.exchange_id}'s {timeframe} candles open at {format_micros(ms * 1000)}, not where a "
+                f"{period_label(period_seconds)} period opens (weeks open Monday 00:00 UTC, months on the 1st, "
+                f"other periods on multiples of their length since the epoch); take {timeframe} candles from "
+                "another source or use a shorter period, which dexorder-feeds can aggregate"
             )
 
     @staticmethod

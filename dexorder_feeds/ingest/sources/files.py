@@ -6,7 +6,7 @@ Layout (names of the exchange and pair directories are matched case-insensitivel
       BINANCE/                   the ticker's exchange
         BTC-USDT/                BASE-QUOTE (BASE-QUOTE-SETTLE for derivatives)
           1h.csv                 one file per period: the name is the period
-          1d.parquet             (1m, 15m, 1h, 4h, 1d, 1w or seconds such as 3600)
+          1d.parquet             (1m, 15m, 1h, 4h, 1d, 1w, 1M or seconds such as 3600)
           market.json            optional: {"price_decimals": 2, "volume_decimals": 5}
 
 A candle file is ``PERIOD.csv``, ``PERIOD.csv.gz`` or ``PERIOD.parquet`` where ``PERIOD`` is
@@ -19,7 +19,8 @@ Columns (header names are case-insensitive, extra columns are ignored):
   period, UTC. Either ISO 8601 text (``2025-01-01T00:00:00Z``; no offset means UTC) or an integer
   epoch time whose unit is read from its size: below 10**11 seconds, below 10**14
   milliseconds, below 10**17 microseconds, else nanoseconds (right for any date after 1973).
-  Every timestamp must lie on a period boundary (a multiple of the period since the epoch).
+  Every timestamp must be where a period opens (see docs/periods.md): a multiple of the period
+  since the epoch, except weeks (Monday 00:00 UTC) and months (the 1st, 00:00 UTC).
 - ``open, high, low, close, volume``: required, decimal text in natural units (``42000.15``).
 - ``buy_vol, sell_vol, open_interest``: optional; empty cells are missing values.
 
@@ -61,7 +62,8 @@ import pyarrow.compute as pc
 from ...vocabulary.errors import InvalidPeriodError, SourceFormatError, UnknownSourceError
 from ...vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
 from ...vocabulary.tickers import Ticker
-from ...vocabulary.times import parse_period
+from ...vocabulary.periods import is_aligned, parse_period, period_label
+from ...vocabulary.times import format_micros
 from . import IngestSource, SourceCandles
 
 __all__ = ["FilesSource", "pair_directory_name", "MARKET_FILE", "CANDLE_SUFFIXES"]
@@ -387,12 +389,12 @@ def _parse_file(path: Path, period_seconds: int, market: tuple[int | None, int |
         table, locator = _read_csv(path)
     columns = _pick_columns(table, locator)
     timestamps = _timestamps_micros(columns.pop("timestamp"), locator)
-    period_us = period_seconds * 1_000_000
-    misaligned = timestamps % period_us != 0
+    misaligned = ~is_aligned(period_seconds, timestamps)
     if misaligned.any():
         row = _first(misaligned)
-        raise locator.error(row, f"timestamp {timestamps[row]} µs is not on a {period_seconds}s period boundary "
-                                 "(a candle's timestamp is the start of its period)")
+        raise locator.error(row, f"timestamp {timestamps[row]} µs ({format_micros(int(timestamps[row]))}) is not "
+                                 f"where a {period_label(period_seconds)} period opens (a candle's timestamp is the "
+                                 "start of its period; weeks open Monday 00:00 UTC, months on the 1st)")
     order = np.argsort(timestamps, kind="stable")
     ordered = timestamps[order]
     duplicate = np.flatnonzero(ordered[1:] == ordered[:-1])
@@ -549,6 +551,11 @@ class FilesSource(IngestSource):
         )
 
     # -- the source ---------------------------------------------------------------------
+    def periods(self, ticker: Ticker) -> list[int] | None:
+        """The periods with a candle file for ``ticker`` (coarser ones are aggregated from them)."""
+        pair_dir = self.pair_directory(ticker)
+        return [] if pair_dir is None else sorted(self.candle_files(pair_dir))
+
     def fetch_candles(self, ticker: Ticker, period_seconds: int, start: int, stop: int) -> SourceCandles:
         pair_dir = self.pair_directory(ticker)
         if pair_dir is None:
