@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import ccxt
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from requests.adapters import BaseAdapter
@@ -182,12 +183,13 @@ def test_period_the_exchange_lacks_names_the_ones_it_offers(recorded: Any) -> No
         CcxtSource("binance", exchange=exchange).fetch_candles(BTC, 2700, WEEK_START, WEEK_START + 2700_000_000)
     message = str(info.value)
     assert "2700s" in message and "1m (60s)" in message and "1h (3600s)" in message and "1w (604800s)" in message
-    assert "1M" not in message  # calendar months are never offered
+    assert "1M (2592000s)" in message  # the calendar month, under its documented code
     assert adapter.kline_queries() == []
 
 
 @pytest.mark.parametrize(("seconds", "timeframe"), [
     (60, "1m"), (300, "5m"), (900, "15m"), (3600, "1h"), (14400, "4h"), (86400, "1d"), (604800, "1w"),
+    (2592000, "1M"),
 ])
 def test_periods_map_to_ccxt_timeframes(recorded: Any, seconds: int, timeframe: str) -> None:
     exchange, _ = recorded
@@ -219,11 +221,33 @@ def test_network_failure_is_a_request_failure_with_a_clear_message(recorded: Any
     assert "binance could not be reached" in str(info.value) and "retry" in str(info.value)
 
 
-def test_weekly_candles_not_on_epoch_weeks_are_refused(recorded: Any) -> None:
+def test_binance_weekly_candles_open_on_monday(recorded: Any) -> None:
+    exchange, adapter = recorded
+    thursday = WEEK_START + DAY_US  # 2025-01-02
+    got = CcxtSource("binance", exchange=exchange).fetch_candles(BTC, 604800, thursday, thursday + 2 * 7 * DAY_US)
+    monday = WEEK_START + 5 * DAY_US  # 2025-01-06 00:00 UTC
+    assert list(got.frame["timestamp"]) == [monday, monday + 7 * DAY_US]
+    assert [pd.Timestamp(t, unit="us").day_name() for t in got.frame["timestamp"]] == ["Monday", "Monday"]
+    raw = raw_klines("klines_1w_monday.json")
+    assert list(got.frame["close"]) == [Decimal(r[4]) for r in raw]
+    assert adapter.kline_queries() == [(thursday // 1000, 2)]
+
+
+def test_binance_monthly_candles_are_calendar_months(recorded: Any) -> None:
+    exchange, adapter = recorded
+    november, december = 1_730_419_200_000_000, 1_733_011_200_000_000  # 2024-11-01, 2024-12-01 UTC
+    got = CcxtSource("binance", exchange=exchange).fetch_candles(BTC, 2592000, november, WEEK_START)
+    assert list(got.frame["timestamp"]) == [november, december]
+    raw = raw_klines("klines_1M_months.json")
+    assert list(got.frame["open"]) == [Decimal(r[1]) for r in raw]
+    assert adapter.kline_queries() == [(november // 1000, 2)]
+
+
+def test_a_month_that_opens_off_the_first_is_refused(recorded: Any) -> None:
     exchange, _ = recorded
-    thursday = WEEK_START + DAY_US  # 2025-01-02, a multiple of 604800 s since the epoch
-    with pytest.raises(DataError, match="2025-01-06"):
-        CcxtSource("binance", exchange=exchange).fetch_candles(BTC, 604800, thursday, thursday + 2 * 7 * DAY_US)
+    source = CcxtSource("binance", exchange=exchange)
+    with pytest.raises(DataError, match="1M period opens"):
+        source._check_alignment(1_730_419_200_000 + 86_400_000, 2592000, "1M")
 
 
 def test_concurrent_fetches_share_one_exchange_safely(recorded: Any) -> None:

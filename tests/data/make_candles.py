@@ -192,6 +192,14 @@ def write_recordings(candles: list[dict[str, Decimal | int]]) -> None:
     monday = WEEK_START_MS + 5 * day_ms
     weekly = [kline({**candles[120], "open_ms": monday + w * week_ms}, week_ms) for w in range(2)]
     klines("klines_1w_monday.json", "1w", WEEK_START_MS + day_ms, 2, weekly)
+    # Monthly candles (interval 1M): Binance opens them on the 1st, 00:00 UTC, and they last the
+    # calendar month. Asked from 2024-11-01 for two months: November (30 days), December (31).
+    november_ms, december_ms, january_ms = 1_730_419_200_000, 1_733_011_200_000, WEEK_START_MS
+    monthly = [
+        kline({**candles[0], "open_ms": november_ms}, december_ms - november_ms),
+        kline({**candles[24], "open_ms": december_ms}, january_ms - december_ms),
+    ]
+    klines("klines_1M_months.json", "1M", november_ms, 2, monthly)
     # An unknown symbol, answered the way Binance does (HTTP 400, code -1121).
     record("klines_invalid_symbol.json", "/api/v3/klines",
            {"symbol": "BTCUSDT", "interval": "1h", "startTime": WEEK_START_MS + 24 * HOUR_MS, "limit": 1},
