@@ -28,6 +28,7 @@ import numpy as np
 from ..vocabulary.errors import InvalidPeriodError, InvalidRequestError, missing_dependency
 from ..client.sync import run_sync
 from ..vocabulary.tickers import parse_ticker
+from ..vocabulary.periods import MONTH
 from ..vocabulary.times import now_micros, parse_period, to_micros
 from ._source import CLIENT_SETTINGS, check_missing, client_settings, exact_floats, fetch_candles, sync_client
 
@@ -52,7 +53,12 @@ _SECONDS_PER_UNIT = {
 
 
 def timeframe_for(period_seconds: int) -> tuple[int, int]:
-    """backtrader's ``(timeframe, compression)`` for a period in seconds (1h -> Minutes x 60)."""
+    """backtrader's ``(timeframe, compression)`` for a period in seconds (1h -> Minutes x 60).
+
+    The calendar month (``2592000``, ``"1M"``) is ``Months x 1``.
+    """
+    if period_seconds == MONTH:
+        return bt.TimeFrame.Months, 1
     for timeframe in (bt.TimeFrame.Weeks, bt.TimeFrame.Days, bt.TimeFrame.Minutes, bt.TimeFrame.Seconds):
         unit = _SECONDS_PER_UNIT[timeframe]
         if period_seconds % unit == 0:
@@ -61,13 +67,15 @@ def timeframe_for(period_seconds: int) -> tuple[int, int]:
 
 
 def period_for(timeframe: int, compression: int) -> int:
-    """The period in seconds of a backtrader ``timeframe`` x ``compression``."""
+    """The period in seconds of a backtrader ``timeframe`` x ``compression`` (``Months x 1``: ``1M``)."""
+    if timeframe == bt.TimeFrame.Months and compression == 1:
+        return MONTH
     unit = _SECONDS_PER_UNIT.get(timeframe)
     if unit is None:
         name = bt.TimeFrame.getname(timeframe, compression)
         raise InvalidPeriodError(
-            f"timeframe {name} has no fixed length in seconds; use Seconds, Minutes, Days or Weeks "
-            "(or give period_seconds)"
+            f"timeframe {name} is not a period dexorder-feeds offers; use Seconds, Minutes, Days, Weeks "
+            "or Months x 1 (or give period_seconds such as '1M')"
         )
     if not isinstance(compression, int) or compression <= 0:
         raise InvalidPeriodError(f"compression={compression!r} must be a positive integer")

@@ -131,8 +131,10 @@ def test_timeframe_and_compression_give_the_period(uri):
     assert timeframe_for(604800 * 2) == (bt.TimeFrame.Weeks, 2)
     assert timeframe_for(90) == (bt.TimeFrame.Seconds, 90)
     assert period_for(bt.TimeFrame.Minutes, 15) == 900
-    with pytest.raises(InvalidPeriodError, match="Month"):
-        period_for(bt.TimeFrame.Months, 1)
+    assert timeframe_for(2592000) == (bt.TimeFrame.Months, 1)  # the calendar month
+    assert period_for(bt.TimeFrame.Months, 1) == 2592000
+    with pytest.raises(InvalidPeriodError, match="Months x 1"):
+        period_for(bt.TimeFrame.Months, 3)
 
     by_tf = DexOrderData(ticker=TICKER, timeframe=bt.TimeFrame.Minutes, compression=60, fromdate=START,
                          todate=START + timedelta(days=2), iceberg_catalog_uri=uri)
