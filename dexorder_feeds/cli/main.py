@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = sub.add_parser("fetch", help="fetch candles into the warehouse and print or save them")
     fetch.add_argument("ticker")
-    fetch.add_argument("--period", default="1h", help="seconds or 1m/5m/15m/1h/4h/1d/1w (default 1h)")
+    fetch.add_argument("--period", default="1h", help="seconds or 1m/5m/15m/1h/4h/1d/1w (Monday weeks)/1M (calendar months) (default 1h)")
     fetch.add_argument("--start", required=True, help="ISO time or µs, e.g. 2025-01-01")
     fetch.add_argument("--end", required=True, help="ISO time or µs, inclusive")
     fetch.add_argument("-o", "--output", help="write .csv or .parquet instead of printing")
