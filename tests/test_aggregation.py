@@ -179,3 +179,37 @@ def test_only_1h_csv_serves_4h_and_1d_through_the_client(tmp_path: Path, catalog
     assert daily["volume"].tolist() == expected["volume"].astype(np.int64).tolist()
     assert len(got["1w"]) == 4  # the week holding Feb 1 is incomplete
     assert got["1M"].empty  # and so is February
+
+
+def test_epoch_weeks_stored_by_an_older_version_are_kept_but_not_served(catalog_uri: str, warehouse: object) -> None:
+    """604800 candles once opened on Thursdays (epoch weeks). They are not lost, not served, and
+    their coverage does not hide the Monday weeks, which are ingested anew."""
+    thursday = 1735776000_000000  # 2025-01-02
+    week_us = WEEK * 1_000_000
+    days = SimulatedSource().fetch_candles(SIM_BTC, 86400, thursday, thursday + 4 * week_us).frame
+    by_week = {name: days[name].to_numpy().reshape(4, 7) for name in VALUES}
+    legacy = pd.DataFrame({  # four epoch weeks, Thursday to Thursday
+        "timestamp": thursday + np.arange(4) * week_us, "open": by_week["open"][:, 0],
+        "high": by_week["high"].max(axis=1), "low": by_week["low"].min(axis=1), "close": by_week["close"][:, -1],
+        **{name: by_week[name].sum(axis=1) for name in ("volume", "buy_vol", "sell_vol")},
+    })
+    interval = (thursday, thursday + 4 * week_us)
+    table = Historian._to_arrow("SIM:BTC/USDT", WEEK, legacy)
+    warehouse.append_new_candles("SIM:BTC/USDT", WEEK, interval, table)  # type: ignore[attr-defined]
+    warehouse.record_coverage("SIM:BTC/USDT", WEEK, interval, 4, "legacy")  # type: ignore[attr-defined]
+
+    async def fetch() -> pd.DataFrame:
+        async with OHLCClient(iceberg_catalog_uri=catalog_uri) as client:
+            return await client.fetch_ohlc("SIM:BTC/USDT", "1w", thursday, thursday + 4 * week_us - 1)
+
+    weekly = asyncio.run(fetch())
+    assert set(pd.to_datetime(weekly["timestamp"], unit="us").dt.day_name()) == {"Monday"}
+    assert len(weekly) == 4  # Jan 6, 13, 20, 27
+    expected = SimulatedSource().fetch_candles(SIM_BTC, WEEK, thursday, thursday + 4 * week_us).frame
+    assert weekly["close"].tolist() == expected["close"].tolist()
+    from pyiceberg.expressions import EqualTo
+
+    raw = warehouse.catalog.load_table((warehouse.namespace, warehouse.candles_table_name)).scan(  # type: ignore[attr-defined]
+        row_filter=EqualTo("period_seconds", WEEK)).to_arrow()
+    days = set(pd.to_datetime(raw["timestamp"].to_numpy(), unit="us").day_name())
+    assert days == {"Monday", "Thursday"} and raw.num_rows == 8  # the old rows are still there

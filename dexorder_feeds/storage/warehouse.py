@@ -56,6 +56,7 @@ from .catalog import redact_uri, scrub
 from ..vocabulary.errors import DexOrderError, WarehouseError
 from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
+from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
 from .reader import TableReader
 
@@ -198,6 +199,11 @@ def translate_errors(action: str, secrets: Mapping[str, Any] | None = None) -> I
         raise hidden from None  # the original's text would show the secret in tracebacks
 
 
+def _is_calendar(period_seconds: int) -> bool:
+    """Periods whose meaning changed with calendar periods: Monday weeks and calendar months."""
+    return period_seconds % WEEK == 0 or period_seconds == MONTH
+
+
 class Warehouse:
     """One Iceberg namespace holding the ``ohlc``, ``markets`` and ``coverage`` tables.
 
@@ -308,15 +314,28 @@ class Warehouse:
         with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
 
+    # Before calendar periods, 604800 candles were stored on epoch weeks (Thursdays) and 2592000
+    # ones on 30-day steps. Such rows stay in the table untouched, but are not served, and their
+    # coverage rows (not on calendar boundaries) are ignored, so the calendar periods are
+    # ingested anew (see docs/periods.md).
     def _candles_in(self, table: Any, ticker: str, period_seconds: int, interval: Interval) -> pa.Table:
-        return self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
+        read = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
                                 range_column="timestamp", start=interval[0], stop=interval[1])
+        if _is_calendar(period_seconds) and read.num_rows:
+            keep = is_aligned(period_seconds, read["timestamp"].to_numpy())
+            if not keep.all():
+                read = read.filter(pa.array(keep))
+        return read
 
     def _coverage_in(self, table: Any, ticker: str, period_seconds: int) -> list[Interval]:
         def merged() -> tuple[Interval, ...]:
             data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
                                     columns=("start_time", "end_time"))
-            return tuple(merge_intervals(zip(data["start_time"].to_pylist(), data["end_time"].to_pylist())))
+            pairs = zip(data["start_time"].to_pylist(), data["end_time"].to_pylist())
+            if _is_calendar(period_seconds):  # rows of the older grid say nothing of calendar periods
+                pairs = ((s, e) for s, e in pairs  # type: ignore[assignment]
+                         if period_floor(period_seconds, s) == s and period_floor(period_seconds, e) == e)
+            return tuple(merge_intervals(pairs))
 
         return list(self.reader.memo(table, ("coverage", ticker, period_seconds), merged))
 
