@@ -213,3 +213,26 @@ def test_epoch_weeks_stored_by_an_older_version_are_kept_but_not_served(catalog_
         row_filter=EqualTo("period_seconds", WEEK)).to_arrow()
     days = set(pd.to_datetime(raw["timestamp"].to_numpy(), unit="us").day_name())
     assert days == {"Monday", "Thursday"} and raw.num_rows == 8  # the old rows are still there
+
+
+def test_a_period_the_source_lacks_is_built_from_finer_stored_candles(tmp_path: Path, catalog_uri: str) -> None:
+    """1h candles are stored; the files source then holds no file at all: 4h and 1d come from the warehouse."""
+    sim = SimulatedSource()
+    hourly = sim.fetch_candles(SIM_BTC, 3600, FEB, FEB + 3 * 86_400_000_000).frame
+    root = tmp_path / "candles"
+    path = _write_fine_file(root, 3600, hourly)
+
+    async def fetch(period: str) -> pd.DataFrame:
+        async with OHLCClient(iceberg_catalog_uri=catalog_uri, sources={"BINANCE": f"files:{root}"}) as client:
+            return await client.fetch_ohlc("BINANCE:BTC/USDT", period, FEB, FEB + 3 * 86_400_000_000 - 1)
+
+    assert len(asyncio.run(fetch("1h"))) == 72
+    path.unlink()  # the source has nothing now
+    assert FilesSource(root).periods(parse_ticker("BINANCE:BTC/USDT")) == []
+    daily = asyncio.run(fetch("1d"))
+    four = asyncio.run(fetch("4h"))
+    assert len(daily) == 3 and len(four) == 18
+    for got, period in ((daily, 86400), (four, 14400)):
+        expected = aggregate_candles(hourly, 3600, period)
+        for name in VALUES:
+            assert got[name].tolist() == expected[name].astype(np.int64).tolist(), name

@@ -28,7 +28,7 @@ from ..vocabulary.errors import (
 )
 from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
 from ..vocabulary.aggregate import aggregate_candles, coarsest_divisor
-from ..vocabulary.periods import is_aligned, period_count, period_floor, period_label, shift_periods
+from ..vocabulary.periods import divides, is_aligned, period_count, period_floor, period_label, shift_periods
 from ..vocabulary.requests import closed_period_stop
 from ..vocabulary.ranges import Interval, candle_interval, subtract_intervals
 from ..vocabulary.tickers import Ticker, parse_ticker
@@ -36,7 +36,7 @@ from ..vocabulary.times import format_micros, now_micros, to_micros
 from ..storage.warehouse import Warehouse, candle_arrow_schema
 from ..wire import HistoryRequest, Notification
 from ..wire.errors import wire_name
-from .sources import IngestSource, SourceRegistry
+from .sources import IngestSource, SourceCandles, SourceRegistry
 
 __all__ = ["Historian", "ValidatedRequest", "validate_request", "DEFAULT_MAX_RANGE_CANDLES"]
 
@@ -94,6 +94,12 @@ def validate_request(
             stop = min(stop, shift_periods(period, interval[0], request.limit))
         interval = (interval[0], stop) if stop > interval[0] else None
     return ValidatedRequest(request.request_id, ticker, period, interval)
+
+
+def _holds(source: IngestSource, valid: ValidatedRequest) -> bool:
+    """Whether ``source`` holds the request's period itself (None: it serves any period)."""
+    offered = source.periods(valid.ticker)
+    return offered is None or valid.period_seconds in offered
 
 
 def _rescale(frame: pd.DataFrame, source_market: MarketInfo, stored: MarketInfo) -> pd.DataFrame:
@@ -183,7 +189,12 @@ class Historian:
         source = self.sources.source_for(valid.ticker)
         t0 = time.perf_counter()
         fetch_period = self._fetch_period(source, valid)
-        got = source.fetch_candles(valid.ticker, fetch_period, *valid.interval)
+        from_store = self._stored_finer(valid) if fetch_period == valid.period_seconds \
+            and not _holds(source, valid) else None
+        if from_store is not None:  # built from finer candles already in the warehouse
+            fetch_period, got = from_store
+        else:
+            got = source.fetch_candles(valid.ticker, fetch_period, *valid.interval)
         timings["source"] = time.perf_counter() - t0
         frame = self._in_interval(got.frame, valid, fetch_period)
         ticker = str(valid.ticker)
@@ -212,6 +223,25 @@ class Historian:
             return added, stored
 
         return self.warehouse.committer.submit(commit).result()
+
+    def _stored_finer(self, valid: ValidatedRequest) -> tuple[int, SourceCandles] | None:
+        """Stored candles of the coarsest finer period dividing the request's, when the warehouse
+        holds that period for the whole interval (else None: the source is asked as usual)."""
+        assert valid.interval is not None
+        ticker = str(valid.ticker)
+        market = self.warehouse.read_market(ticker)
+        if market is None:
+            return None
+        periods = set(self.warehouse.read_coverage_table(ticker)["period_seconds"].to_pylist())
+        for fine in sorted((p for p in periods if p < valid.period_seconds and divides(p, valid.period_seconds)),
+                           reverse=True):
+            if subtract_intervals(valid.interval, self.warehouse.read_coverage(ticker, fine)):
+                continue
+            table, _ = self.warehouse.read_candles(ticker, fine, valid.interval)
+            frame = table.select(["timestamp", *VALUE_COLUMNS]).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+            frame["timestamp"] = frame["timestamp"].astype(np.int64)
+            return fine, SourceCandles(market, frame, scaled=True)
+        return None
 
     @staticmethod
     def _fetch_period(source: IngestSource, valid: ValidatedRequest) -> int:
