@@ -447,3 +447,26 @@ def test_concurrent_fetches_parse_once_and_agree(week_dir: Any, monkeypatch: pyt
     assert len(parsed) == 1
     for i in range(8):
         assert results[i] == [r[4] for r in rows[12 + i:32 + i]]
+
+
+def test_weekly_and_monthly_files_hold_calendar_periods(tmp_path: Path) -> None:
+    monday, day = 1736121600000000, 86_400_000_000  # 2025-01-06
+    write_csv(pair_dir(tmp_path) / "1w.csv", candle_rows(monday, 3, 7 * day))
+    months = ["2024-11-01T00:00:00Z", "2024-12-01T00:00:00Z", "2025-01-01T00:00:00Z"]
+    rows = candle_rows(0, 3)
+    for row, stamp in zip(rows, months):
+        row[0] = stamp
+    write_csv(pair_dir(tmp_path) / "1M.csv", rows)
+    source = FilesSource(tmp_path)
+    assert source.periods(BTC) == [604800, 2592000]
+    weeks = source.fetch_candles(BTC, 604800, monday - 7 * day, monday + 21 * day).frame
+    assert list(weeks["timestamp"]) == [monday, monday + 7 * day, monday + 14 * day]
+    got = source.fetch_candles(BTC, 2592000, 1730419200000000, 1738368000000000).frame
+    assert list(got["timestamp"]) == [1730419200000000, 1733011200000000, 1735689600000000]
+
+
+def test_a_weekly_file_on_epoch_weeks_names_the_line(tmp_path: Path) -> None:
+    thursday = 1735776000000000  # 2025-01-02, a multiple of 604800 s since the epoch
+    path = write_csv(pair_dir(tmp_path) / "1w.csv", candle_rows(thursday, 2, 7 * 86_400_000_000))
+    message = fetch_error(tmp_path, 604800)
+    assert f"{path}, line 2" in message and "1w period opens" in message and "Monday" in message
