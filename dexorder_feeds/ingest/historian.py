@@ -181,9 +181,10 @@ class Historian:
         return notification
 
     def _ingest(self, valid: ValidatedRequest, timings: dict[str, float]) -> tuple[int, int]:
-        if valid.interval is None:
+        interval = valid.interval
+        if interval is None:
             return 0, 0
-        stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, valid.interval)
+        stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, interval)
         if stored is not None:  # ingested before: no source call, no commit
             return 0, stored
         source = self.sources.source_for(valid.ticker)
@@ -194,7 +195,7 @@ class Historian:
         if from_store is not None:  # built from finer candles already in the warehouse
             fetch_period, got = from_store
         else:
-            got = source.fetch_candles(valid.ticker, fetch_period, *valid.interval)
+            got = source.fetch_candles(valid.ticker, fetch_period, *interval)
         timings["source"] = time.perf_counter() - t0
         frame = self._in_interval(got.frame, valid, fetch_period)
         ticker = str(valid.ticker)
@@ -214,11 +215,11 @@ class Historian:
             if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
                 scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
             table = self._to_arrow(ticker, valid.period_seconds, scaled)
-            added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, valid.interval, table)
+            added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, interval, table)
             covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
-            if added or subtract_intervals(valid.interval, covered):
+            if added or subtract_intervals(interval, covered):
                 # A repeat of a range already recorded adds no snapshot.
-                self.warehouse.record_coverage(ticker, valid.period_seconds, valid.interval, stored, valid.request_id)
+                self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id)
             timings["commit"] = time.perf_counter() - t1
             return added, stored
 

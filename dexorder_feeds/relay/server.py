@@ -1,56 +1,6 @@
 """The relay server: the historian's ZeroMQ front door (``dexorder-feeds serve``).
 
-Two sockets, one asyncio event loop (``zmq.asyncio``: every socket lives on this one loop):
-
-- a ROUTER bound on ``relay_endpoint`` takes ``HistoryRequest`` and ``SubscribeCheck`` frames
-  from REQ sockets, DEALERs that send an empty delimiter first, or standard devices between the
-  two. Replies follow the envelope rule: every frame received before the payload frame goes
-  back in front of the ``RequestReply``.
-- an XPUB bound on ``notification_endpoint`` publishes ``[b"RESPONSE:{client_id}", frame]``.
-  The relay reads the subscription messages (``\\x01topic`` / ``\\x00topic``) and keeps the set
-  of live topics. A notification whose topic is not live yet is held (up to
-  :data:`NOTIFICATION_HOLD_SECONDS`) and published as soon as the subscription lands: no
-  notification is lost to the slow-joiner race. A ``SubscribeCheck`` is answered ``accepted``
-  once the client's topic is live (waiting up to :data:`SUBSCRIBE_CHECK_WAIT_SECONDS`), which is
-  how :meth:`HistoryClient.connect` proves its subscription reached the relay.
-
-A history request is validated at once (``Historian.validate``) and answered ``accepted`` or
-rejected with the error's class name and message. Accepted requests run on a pool of
-``workers`` historian threads, so one slow ticker does not hold up the others; each finished
-notification is published and one log line gives its timings (queue wait, historian, total).
-Requests for overlapping ranges of one ticker and period run one after the other, in arrival
-order: a later one waits (holding no worker) until the earlier ones are done, then finds their
-candles stored and only fetches and commits what is left, so under many clients asking for
-overlapping windows each candle is fetched from its source and committed once instead of racing
-through the single committer. A repeated ``request_id`` is the same request: while it runs the
-repeat is only acknowledged, after it finished the stored notification (an LRU of the last
-:data:`RESULT_CACHE_SIZE`) is published again (a copy that finds its subscriber gone is dropped
-quietly: the first one was delivered). Frames that are not valid wire messages are answered with a ``ProtocolError``
-rejection (or dropped with one log line when the envelope itself is unusable); the relay keeps
-serving. Frames over :data:`dexorder_feeds.wire.MAX_FRAME_BYTES` are refused, and libzmq
-disconnects a peer that sends a frame over :data:`MAX_MESSAGE_BYTES`.
-
-Who may talk: with CURVE configured (:class:`~dexorder_feeds.auth.ServerCurve`: the relay's key
-pair and a directory of admitted client public keys), both sockets are CURVE servers and a ZAP
-handler on this loop admits only the listed keys; an unlisted client's handshake fails, so it can
-neither send a request nor subscribe. SIGHUP re-reads the key directory. See ``docs/security.md``.
-
-Limits against floods: request and client ids longer than :data:`MAX_ID_LENGTH` are refused as
-``ProtocolError``; beyond :data:`MAX_PENDING_CHECKS` validations and subscribe checks waiting, or
-``max_queued`` requests queued or running, new requests are answered ``RelayUnavailableError``
-(retry later) instead of piling up memory. Heartbeats (:data:`HEARTBEAT_IVL_MS`) drop dead peers,
-so a vanished subscriber's topic is released.
-
-Readiness: once both sockets are bound the relay logs ``relay ready request=<endpoint>
-notification=<endpoint> workers=<n> auth=<none|curve>`` at INFO on this module's logger (run
-``dexorder-feeds --log-level INFO serve`` to see it; ``tests/relay_process.py`` waits for it).
-
-Shutdown (SIGINT/SIGTERM, or :meth:`RelayServer.stop`): the ROUTER is closed first (no new
-requests), requests queued but not started are answered with an ERROR notification saying to
-retry, running ones finish their commit and their notifications are published, then the XPUB is
-closed with a short bounded linger (so those last notifications leave) and everything else with
-linger 0. A second signal exits at once (Iceberg commits are atomic, so even that never leaves a
-half-written commit).
+How it works inside: docs/internals.md, "The relay server".
 """
 
 from __future__ import annotations
@@ -241,7 +191,7 @@ class RelayServer:
         return self
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Shut down gracefully and wait for the server thread (see the module docstring)."""
+        """Shut down gracefully and wait for the server thread (see docs/internals.md)."""
         self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -369,8 +319,8 @@ class RelayServer:
                     f"cannot bind the {what} endpoint {endpoint!r}: {exc}; "
                     "is another relay running there? choose another address or port"
                 ) from None
-        self.relay_endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.notification_endpoint = xpub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.relay_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.notification_endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
         return router, xpub
 
     async def _shutdown(self, serving: asyncio.Task[None], background: list[asyncio.Task[Any]]) -> None:
