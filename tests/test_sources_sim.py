@@ -91,3 +91,52 @@ def test_no_candles_before_the_listing() -> None:
     day_us = 86400 * 1_000_000
     got = SimulatedSource().fetch_candles(BTC, 86400, listing - 3 * day_us, listing + 2 * day_us)
     assert list(got.frame["timestamp"]) == [listing, listing + day_us]
+
+
+def test_periods_must_be_whole_minutes() -> None:
+    from dexorder_feeds.vocabulary.errors import InvalidPeriodError
+
+    with pytest.raises(InvalidPeriodError, match="whole number of minutes"):
+        SimulatedSource().fetch_candles(BTC, 90, WEEK_START, WEEK_START + 900_000_000)
+
+
+def test_candles_open_where_the_previous_closed_across_days() -> None:
+    minutes = SimulatedSource().fetch_candles(BTC, 60, WEEK_START - 3_600_000_000, WEEK_START + 3_600_000_000).frame
+    assert len(minutes) == 120
+    assert (minutes["open"].to_numpy()[1:] == minutes["close"].to_numpy()[:-1]).all()
+
+
+def _daily_log_returns(ticker: str = "SIM:BTC/USDT") -> np.ndarray:
+    listing, day = 1420070400_000000, 86_400_000_000
+    close = SimulatedSource().fetch_candles(parse_ticker(ticker), 86400, listing, listing + 3000 * day).frame["close"]
+    return np.diff(np.log(close.to_numpy(dtype=float)))
+
+
+def test_sim_has_fat_tails_clustered_volatility_and_drifts_of_both_signs() -> None:
+    r = _daily_log_returns()
+    assert len(r) == 2999
+    kurtosis = float(((r - r.mean()) ** 4).mean() / r.var() ** 2)
+    assert kurtosis > 5  # a normal distribution has 3
+    size = np.abs(r)
+    assert np.corrcoef(size[:-1], size[1:])[0, 1] > 0.1  # big moves follow big moves
+    assert abs(np.corrcoef(r[:-1], r[1:])[0, 1]) < 0.1  # but their sign is not predictable
+    quarters = r[: len(r) // 90 * 90].reshape(-1, 90).sum(axis=1)
+    assert (quarters > 0.1).sum() >= 3 and (quarters < -0.1).sum() >= 3  # trends up and down
+    signs = np.sign(quarters)
+    assert (signs[1:] != signs[:-1]).sum() >= 5  # that change direction, not one long wave
+
+
+def test_a_20_bar_sma_rule_neither_prints_money_nor_loses_it_all() -> None:
+    hour = 3_600_000_000
+    outcomes = []
+    for ticker in ("SIM:BTC/USDT", "SIM:ETH/USDT", "SIM:SOL/USDT"):
+        close = SimulatedSource().fetch_candles(parse_ticker(ticker), 3600, WEEK_START, WEEK_START + 59 * 24 * hour) \
+            .frame["close"].to_numpy(dtype=float)
+        sma = np.convolve(close, np.ones(20) / 20, "valid")
+        held = (close[19:] > sma)[:-1]  # long for the next hour while the close is above its SMA
+        growth = np.cumprod(1 + held * np.diff(close[19:]) / close[19:-1])
+        drawdown = float((1 - growth / np.maximum.accumulate(growth)).max())
+        outcomes.append((growth[-1] - 1, drawdown))
+    for total, drawdown in outcomes:
+        assert -0.6 < total < 0.4, outcomes  # the old sine-wave market made +52.9 % in two months
+        assert drawdown > 0.03, outcomes  # with 0.53 % drawdown
