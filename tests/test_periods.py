@@ -49,7 +49,7 @@ def test_parse(value: object, seconds: int) -> None:
 @pytest.mark.parametrize("value, hint", [
     ("30d", "1M"), ("720h", "1M"), ("43200m", "1M"), ("3M", "1M"), ("2mo", "1M"), ("1y", "years"),
     ("1x", "unit"), ("", "1m, 5m"), ("h", "1m, 5m"), (0, "positive"), (-60, "positive"), (3600.0, "float"),
-    (True, "not a period"), (None, "NoneType"), (400 * 86400, "longer than a year"),
+    (True, "not a period"), (None, "NoneType"),
 ])
 def test_refusals_say_what_to_use(value: object, hint: str) -> None:
     with pytest.raises(InvalidPeriodError, match=hint) as info:

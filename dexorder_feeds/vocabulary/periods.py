@@ -45,7 +45,6 @@ __all__ = [
     "is_aligned",
     "closed_period_stop",
     "divides",
-    "max_period_seconds",
 ]
 
 PeriodLike = int | str
@@ -53,7 +52,6 @@ PeriodLike = int | str
 DAY = 86_400
 WEEK = 604_800
 MONTH = 2_592_000  # on the wire and in the warehouse: a calendar month, not 30 days
-_MAX_PERIOD_SECONDS = 366 * DAY
 _US = 1_000_000
 _WEEK_ANCHOR_US = 4 * DAY * _US  # Monday 1970-01-05 00:00 UTC: the epoch was a Thursday
 
@@ -61,11 +59,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY, "w": WEEK}
 _PERIOD_RE = re.compile(r"^(\d+)\s*([a-zA-Z]*)$")
 _MONTH_WORDS = ("M", "mo", "mon", "month", "months")
 _SUPPORTED = "seconds (3600) or 1m, 5m, 15m, 1h, 4h, 1d, 1w, 1M (calendar month)"
-
-
-def max_period_seconds() -> int:
-    """The longest period accepted (a year of days), to catch values in the wrong unit."""
-    return _MAX_PERIOD_SECONDS
 
 
 def _refuse_ambiguous(seconds: int, text: str) -> None:
@@ -114,10 +107,6 @@ def parse_period(value: object) -> int:
         )
     if seconds <= 0:
         raise InvalidPeriodError(f"period_seconds={seconds} must be positive; give {_SUPPORTED}")
-    if seconds > _MAX_PERIOD_SECONDS:
-        raise InvalidPeriodError(
-            f"period_seconds={seconds} is longer than a year; is it in seconds? give {_SUPPORTED}"
-        )
     return seconds
 
 
