@@ -113,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
     import os
 
     from ..config import resolve_settings
-    from ..relay.server import serve
+    from ..relay import serve
 
     settings = resolve_settings(
         iceberg_catalog_uri=args.iceberg_catalog_uri,
