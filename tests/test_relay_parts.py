@@ -1,5 +1,6 @@
 """The relay's parts one by one: the result cache, the subscription bookkeeping, the notifier on
-a real XPUB, the scheduler and the intake over a real historian and warehouse.
+a real XPUB, the scheduler and the intake over a real historian and warehouse, the sockets and
+the signal handlers.
 
 The whole relay, spoken to over TCP, is tested in test_relay.py; here each part is driven
 directly so its own rules (bounds, expiry, ordering, refusals) are seen on their own.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -17,10 +20,13 @@ import zmq
 import zmq.asyncio
 
 from dexorder_feeds.ingest.historian import Historian
+from dexorder_feeds.vocabulary.errors import InvalidRequestError
 from dexorder_feeds.relay.intake import MAX_ID_LENGTH, Intake, id_problem
 from dexorder_feeds.relay.notifications import Notifier
 from dexorder_feeds.relay.results import ResultCache
 from dexorder_feeds.relay.scheduling import SHUTDOWN_MESSAGE, OverlapQueue, Scheduler
+from dexorder_feeds.relay.signals import SignalHandlers
+from dexorder_feeds.relay.sockets import bind_sockets, close_now
 from dexorder_feeds.relay.subscriptions import HeldNotification, Subscriptions
 from dexorder_feeds.wire import (
     HistoryRequest,
@@ -323,3 +329,42 @@ def test_intake_refuses_beyond_max_queued_and_replays_a_finished_request(warehou
     assert not refused.accepted and refused.error_type == "RelayUnavailableError"
     assert "retry" in refused.reason
     assert replayed.accepted and replayed.request_id == "done"
+
+
+# -- sockets and signals -----------------------------------------------------------------------
+def test_bind_sockets_resolves_wildcard_ports_and_says_when_an_endpoint_is_taken():
+    ctx = zmq.asyncio.Context()
+    try:
+        first = bind_sockets(ctx, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", None)
+        try:
+            assert first.relay_endpoint.startswith("tcp://127.0.0.1:") and not first.relay_endpoint.endswith(":*")
+            assert first.notification_endpoint != first.relay_endpoint
+            with pytest.raises(InvalidRequestError) as taken:
+                bind_sockets(ctx, "tcp://127.0.0.1:*", first.notification_endpoint, None)
+            assert "notification endpoint" in str(taken.value) and "choose another address or port" in str(taken.value)
+        finally:
+            close_now(first.router, first.xpub)
+        assert first.router.closed and first.xpub.closed
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_the_first_shutdown_signal_asks_to_stop_and_sighup_reloads():
+    calls: list[str] = []
+    handlers = SignalHandlers(on_stop=lambda: calls.append("stop"), on_reload=lambda: calls.append("reload"),
+                              in_flight=lambda: 3)
+    handlers.on_signal(signal.SIGTERM)
+    assert calls == ["stop"] and handlers.signals_seen == 1
+
+    async def main() -> None:  # installed on a loop in the main thread: SIGHUP reaches on_reload
+        loop = asyncio.get_running_loop()
+        handlers.install(loop)
+        try:
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+            os.kill(os.getpid(), signal.SIGHUP)
+            await eventually(lambda: "reload" in calls, "SIGHUP to call on_reload")
+        finally:
+            SignalHandlers.remove(loop)
+
+    asyncio.run(main())
+    assert calls == ["stop", "reload"]

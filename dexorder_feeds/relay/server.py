@@ -191,6 +191,9 @@ class RelayServer:
         except Exception:
             log.exception("reloading the admitted client keys failed; the previous set stays in force")
 
+    def _in_flight_count(self) -> int:
+        return len(self._scheduler) if self._scheduler is not None else 0
+
     async def run(self, *, handle_signals: bool = False) -> None:
         """Bind, serve until :meth:`request_stop` (or SIGINT/SIGTERM), then shut down gracefully."""
         if self._loop is not None:
@@ -202,7 +205,7 @@ class RelayServer:
             self._stop_event.set()
         if handle_signals:
             SignalHandlers(on_stop=self.request_stop, on_reload=self.reload_keys,
-                           in_flight=lambda: len(self._scheduler or ())).install(loop)
+                           in_flight=self._in_flight_count).install(loop)
         ctx = zmq.asyncio.Context()
         sockets: BoundSockets | None = None
         try:
