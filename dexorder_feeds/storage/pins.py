@@ -47,6 +47,8 @@ class ReadPoint:
     label: str
     candles_snapshot: int | None
     coverage_snapshot: int | None
+    time: int | None = None
+    """When the candle snapshot was made, µs since the epoch."""
 
 
 def _check_name(name: str) -> str:
@@ -134,7 +136,8 @@ def read_point(warehouse: Warehouse, as_of: str | int) -> ReadPoint:
         snapshot_id = _tag_of(candles, as_of)
         if snapshot_id is None:
             raise UnknownSnapshotError(f"no pin named {as_of!r}; `dexorder-feeds pins` lists them")
-        return ReadPoint(as_of, snapshot_id, _tag_of(coverage, as_of))
+        made = candles.metadata.snapshot_by_id(snapshot_id)
+        return ReadPoint(as_of, snapshot_id, _tag_of(coverage, as_of), made.timestamp_ms * 1000 if made else None)
     if isinstance(as_of, bool) or not isinstance(as_of, (int, str)):
         raise InvalidRequestError(f"as_of must be a pin name or a snapshot id (an integer), not {as_of!r}")
     snapshot_id = int(as_of)
@@ -143,7 +146,8 @@ def read_point(warehouse: Warehouse, as_of: str | int) -> ReadPoint:
         raise UnknownSnapshotError(
             f"snapshot {snapshot_id} is not kept by the warehouse: it expired or never existed. Pin a "
             "result's snapshot (`dexorder-feeds pin NAME`) to keep it, or raise the snapshot retention")
-    return ReadPoint(str(snapshot_id), snapshot_id, _coverage_for(candles, coverage, snapshot))
+    return ReadPoint(str(snapshot_id), snapshot_id, _coverage_for(candles, coverage, snapshot),
+                     snapshot.timestamp_ms * 1000)
 
 
 def _coverage_for(candles: Any, coverage: Any, snapshot: Any) -> int | None:
