@@ -1,4 +1,4 @@
-"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``, ``compact``, ``keys``, ``team-up``."""
+"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``, ``compact``, ``pin``, ``pins``, ``unpin``, ``keys``, ``team-up``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep files replaced by compaction at least this long (default 60)")
     compact.set_defaults(handler=_compact)
 
+    from .pins import add_pin_commands
+
+    add_pin_commands(sub, _add_warehouse_options, _catalog_properties)
+
     keys = sub.add_parser("keys", help="generate a CURVE key pair (NAME.key public, NAME.key_secret private)")
     keys.add_argument("directory", help="where to write the key files (created if missing)")
     keys.add_argument("--name", default="client", help="file name stem, e.g. relay or alice (default: client)")
@@ -113,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     import os
 
     from ..config import resolve_settings
-    from ..relay.server import serve
+    from ..relay import serve
 
     settings = resolve_settings(
         iceberg_catalog_uri=args.iceberg_catalog_uri,

@@ -227,7 +227,7 @@ def team_up(
     ``weed_ports`` sets SeaweedFS's other ports (:data:`WEED_PORT_OPTIONS`).
     """
     from ..config import default_cache_dir, resolve_settings
-    from ..relay.server import serve
+    from ..relay import serve
 
     root = Path(directory) if directory is not None else default_cache_dir() / "team"
     root.mkdir(parents=True, exist_ok=True)

@@ -153,6 +153,8 @@ class OHLCClient:
         start_time: Any,
         end_time: Any,
         request_timeout: float | None = None,
+        *,
+        as_of: str | int | None = None,
     ) -> pd.DataFrame:
         """Candles with timestamps in ``[start_time, end_time]``: from the cache, missing ranges
         requested from the historian first.
@@ -160,9 +162,13 @@ class OHLCClient:
         Times are integer µs, ``datetime``, ``pandas.Timestamp`` or ISO strings (naive = UTC);
         ``period_seconds`` is seconds or ``1m``/``1h``/…; ``request_timeout`` defaults to the
         client's (30 s). Returns the seed's DataFrame sorted by timestamp, integer columns, with
-        ``attrs["snapshot_id"]`` naming the Iceberg snapshot read.
+        ``attrs["snapshot_id"]`` naming the Iceberg snapshot read and ``attrs["content_hash"]`` the
+        candles (see docs/reproducibility.md).
+
+        ``as_of`` (a pin name or a snapshot id) reads exactly that snapshot and fills nothing:
+        a closed period it does not hold raises ``MissingAtSnapshotError``.
         """
-        request = FetchRequest.create(ticker, period_seconds, start_time, end_time)
+        request = FetchRequest.create(ticker, period_seconds, start_time, end_time, as_of)
         if self._closed:
             raise ClientClosedError("this OHLCClient was stopped; create a new one")
         if self._fetcher is None:

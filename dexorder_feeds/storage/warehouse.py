@@ -211,30 +211,48 @@ class Warehouse:
         with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
 
+    def read_range_at(self, ticker: str, period_seconds: int, interval: Interval, candles_snapshot: int | None,
+                      coverage_snapshot: int | None) -> tuple[pa.Table, list[Interval] | None]:
+        """Like :meth:`read_range`, at the snapshots a pin or ``as_of`` names (see
+        :func:`~dexorder_feeds.storage.pins.read_point`); covered is None when unknown."""
+
+        def read() -> tuple[pa.Table, list[Interval] | None]:
+            coverage, candles = self._tables(COVERAGE_TABLE, CANDLES_TABLE)
+            covered = None
+            if coverage_snapshot is not None:
+                covered = self._coverage_in(coverage, ticker, period_seconds, coverage_snapshot)
+            if candles_snapshot is None:
+                return candle_arrow_schema().empty_table(), covered
+            return self._candles_in(candles, ticker, period_seconds, interval, candles_snapshot), covered
+
+        with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
+            return self.reader.retrying(read)
+
     # Before calendar periods, 604800 candles were stored on epoch weeks (Thursdays) and 2592000
     # ones on 30-day steps. Such rows stay in the table untouched, but are not served, and their
     # coverage rows (not on calendar boundaries) are ignored, so the calendar periods are
     # ingested anew (see docs/periods.md).
-    def _candles_in(self, table: Any, ticker: str, period_seconds: int, interval: Interval) -> pa.Table:
+    def _candles_in(self, table: Any, ticker: str, period_seconds: int, interval: Interval,
+                    snapshot_id: int | None = None) -> pa.Table:
         read = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
-                                range_column="timestamp", start=interval[0], stop=interval[1])
+                                range_column="timestamp", start=interval[0], stop=interval[1], snapshot_id=snapshot_id)
         if _is_calendar(period_seconds) and read.num_rows:
             keep = is_aligned(period_seconds, read["timestamp"].to_numpy())
             if not keep.all():
                 read = read.filter(pa.array(keep))
         return read
 
-    def _coverage_in(self, table: Any, ticker: str, period_seconds: int) -> list[Interval]:
+    def _coverage_in(self, table: Any, ticker: str, period_seconds: int, snapshot_id: int | None = None) -> list[Interval]:
         def merged() -> tuple[Interval, ...]:
             data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
-                                    columns=("start_time", "end_time"))
+                                    columns=("start_time", "end_time"), snapshot_id=snapshot_id)
             pairs = zip(data["start_time"].to_pylist(), data["end_time"].to_pylist())
             if _is_calendar(period_seconds):  # rows of the older grid say nothing of calendar periods
                 pairs = ((s, e) for s, e in pairs  # type: ignore[assignment]
                          if period_floor(period_seconds, s) == s and period_floor(period_seconds, e) == e)
             return tuple(merge_intervals(pairs))
 
-        return list(self.reader.memo(table, ("coverage", ticker, period_seconds), merged))
+        return list(self.reader.memo(table, ("coverage", ticker, period_seconds), merged, snapshot_id))
 
     def stored_if_covered(self, ticker: str, period_seconds: int, interval: Interval) -> int | None:
         """The number of candles stored in ``interval`` if all of it was ingested before (a

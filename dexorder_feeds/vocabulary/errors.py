@@ -12,10 +12,12 @@ __all__ = [
     "InvalidPeriodError",
     "InvalidTimeRangeError",
     "UnknownSourceError",
+    "UnknownSnapshotError",
     "RequestFailedError",
     "DataError",
     "SourceFormatError",
     "PrecisionError",
+    "MissingAtSnapshotError",
     "ProtocolError",
     "RelayUnavailableError",
     "RequestTimeoutError",
@@ -49,6 +51,10 @@ class UnknownSourceError(InvalidRequestError):
     """No ingest source is configured for the ticker's exchange."""
 
 
+class UnknownSnapshotError(InvalidRequestError):
+    """``as_of`` names no pin and no snapshot the warehouse still keeps (never made, or expired)."""
+
+
 class RequestFailedError(DexOrderError, ValueError):
     """The historian finished a request with status ``ERROR``; the message is the server's."""
 
@@ -67,6 +73,11 @@ class SourceFormatError(DataError):
 
 class PrecisionError(DataError):
     """Values are finer than the decimals stored for their market; storing them would lose data."""
+
+
+class MissingAtSnapshotError(DataError):
+    """Part of the asked range was never ingested by the snapshot ``as_of`` reads (which never
+    fills gaps); the message names the ranges."""
 
 
 class ProtocolError(DexOrderError, ValueError):
