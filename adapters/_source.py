@@ -40,6 +40,7 @@ __all__ = [
     "market_info",
     "apply_missing",
     "exact_floats",
+    "period_end",
     "sync_client",
 ]
 
@@ -53,6 +54,16 @@ _OPTIONAL_VOLUMES = ("buy_vol", "sell_vol")
 
 # Decimals never change once stored, so one lookup per client and ticker is enough.
 _markets: weakref.WeakKeyDictionary[OHLCClient, dict[str, MarketInfo]] = weakref.WeakKeyDictionary()
+
+
+def period_end(start_us: Any, period_seconds: int) -> Any:
+    """The exclusive end (µs) of the period that opens at ``start_us`` (an int or a numpy array).
+
+    Every face that speaks of a candle's close time asks this one function. Periods are a fixed
+    grid of ``period_seconds`` today (a period ends one period after it opens); calendar periods
+    (Monday weeks, months) change only this function.
+    """
+    return start_us + period_seconds * 1_000_000
 
 
 def check_missing(missing: str) -> str:
