@@ -31,7 +31,7 @@ from ..vocabulary.requests import FetchRequest
 from ..client.ohlc_client import OHLCClient
 from ..client.sync import get_loop, run_sync
 from ..vocabulary.times import now_micros
-from ._source import Fetched, check_missing, client_settings, fetch_candles, sync_client
+from ._source import Fetched, check_missing, client_settings, fetch_candles, period_end, sync_client
 
 __all__ = ["Candle", "candles", "acandles", "DEFAULT_PAGE_SIZE"]
 
@@ -46,8 +46,9 @@ _VALUE_FIELDS = ("open", "high", "low", "close", "volume", "buy_vol", "sell_vol"
 class Candle(NamedTuple):
     """One candle; immutable. Prices and volumes are exact ``Decimal`` values.
 
-    ``timestamp`` is the period start in integer µs since the epoch (UTC) and ``time`` the same
-    instant as an aware UTC ``datetime``. ``buy_vol``, ``sell_vol`` and ``open_interest`` are
+    ``timestamp`` is the period start in integer µs since the epoch (UTC) and ``time`` (also
+    ``open_time``) the same instant as an aware UTC ``datetime``; ``close_time`` is the period's
+    end (exclusive, aware UTC): the candle's values exist only from then on. ``buy_vol``, ``sell_vol`` and ``open_interest`` are
     None where the source does not give them. With ``missing="nan"`` a missing period's values
     are ``Decimal('NaN')``.
     """
@@ -64,6 +65,12 @@ class Candle(NamedTuple):
     buy_vol: Decimal | None
     sell_vol: Decimal | None
     open_interest: Decimal | None
+    close_time: datetime
+
+    @property
+    def open_time(self) -> datetime:
+        """The period start (the same as ``time``)."""
+        return self.time
 
 
 _NAN = Decimal("NaN")
@@ -122,7 +129,8 @@ def _page_candles(fetched: Fetched) -> Iterator[Candle]:
                 for i in np.flatnonzero(missing_rows[lo:lo + _CHUNK]).tolist():
                     column[i] = _NAN
         n = len(timestamps)
-        rows = zip([ticker] * n, [period] * n, timestamps, _times(stamps), *columns)
+        closes = _times(np.asarray(period_end(stamps, period), dtype=np.int64))
+        rows = zip([ticker] * n, [period] * n, timestamps, _times(stamps), *columns, closes)
         for row in rows:
             yield _new_candle(Candle, row)
 
