@@ -34,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from ..vocabulary.quality import QualityReport
 from ..vocabulary.errors import InvalidPeriodError, InvalidRequestError, missing_dependency
 from ..client.sync import run_sync
 from ..vocabulary.tickers import parse_ticker
 from ..vocabulary.times import now_micros, parse_period, to_micros
 from ._source import (
     CLIENT_SETTINGS,
+    check_max_fill_ratio,
     check_missing,
     client_settings,
     exact_floats,
@@ -142,6 +144,10 @@ class DexOrderData(bt.feed.DataBase):
     - ``fromdate`` (required), ``todate`` (default: now): the range, inclusive, naive = UTC
     - ``missing``: what a period without a stored candle becomes: ``"drop"`` (default),
       ``"nan"`` or ``"ffill"`` (flat at the previous close, zero volume)
+    - ``max_fill_ratio``: the largest share (0 to 1) of the bars the ``missing`` policy may make
+      up; above it the feed raises :class:`~dexorder_feeds.vocabulary.errors.FillRatioError`
+      when cerebro starts it (default None: no limit). ``data.quality`` is the
+      :class:`~dexorder_feeds.vocabulary.quality.QualityReport` of the candles loaded
     - ``bar_time``: what a bar's datetime is: ``"close"`` (default) stamps a bar once its period
       has closed: intraday bars at their period end, a period ending at midnight UTC (daily and
       longer bars, the day's last intraday bar) at the session end of the day it closes; mixed
@@ -159,6 +165,7 @@ class DexOrderData(bt.feed.DataBase):
         ("ticker", None),
         ("period_seconds", None),
         ("missing", "drop"),
+        ("max_fill_ratio", None),
         ("bar_time", "close"),
         ("client", None),
     ) + tuple((name, None) for name in CLIENT_SETTINGS)
@@ -176,6 +183,7 @@ class DexOrderData(bt.feed.DataBase):
         if p.fromdate is None:
             raise InvalidRequestError("DexOrderData needs fromdate=... (the first candle time, naive = UTC)")
         check_missing(p.missing)
+        check_max_fill_ratio(p.max_fill_ratio)
         if p.bar_time not in BAR_TIMES:
             raise InvalidRequestError(f"bar_time={p.bar_time!r} must be 'close' (default, no look-ahead) or 'open'")
         end_of_day = p.sessionend if p.sessionend is not None else time(23, 59, 59, 999990)  # backtrader's
@@ -197,6 +205,8 @@ class DexOrderData(bt.feed.DataBase):
         self._count = 0
         self._next = 0
         self.snapshot_id: int | None = None
+        #: The data-quality report of the candles loaded (set when cerebro starts the feed).
+        self.quality: QualityReport | None = None
         aliases = self.lines.getlinealiases()
         self._tick_pairs = [("tick_" + alias, line) for alias, line in zip(aliases, self.lines) if alias != "datetime"]
         self._tick_first = "tick_" + aliases[0]
@@ -231,6 +241,7 @@ class DexOrderData(bt.feed.DataBase):
         fetched = run_sync(self._fetch(start, end))
         frame, market = fetched.frame, fetched.market
         self.snapshot_id = fetched.snapshot_id
+        self.quality = fetched.quality
         count = len(frame)
         nan = [math.nan] * count
         starts = frame["timestamp"].to_numpy(dtype=np.int64)
@@ -253,7 +264,7 @@ class DexOrderData(bt.feed.DataBase):
         client = await sync_client(self.p.client, self._settings)
         timeout = self._settings.get("request_timeout")
         return await fetch_candles(client, self.ticker, self.period_seconds, start, end, missing=self.p.missing,
-                                   request_timeout=timeout)
+                                   request_timeout=timeout, max_fill_ratio=self.p.max_fill_ratio)
 
     def _load(self) -> bool:
         i = self._next

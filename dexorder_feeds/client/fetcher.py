@@ -27,6 +27,7 @@ from ..vocabulary import errors
 from ..config import Settings
 from ..events import emit
 from .iceberg_client import IcebergClient, candles_to_frame
+from ..vocabulary.quality import quality_report
 from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
@@ -93,6 +94,8 @@ class Fetcher:
         frame = candles_to_frame(cached.table)
         frame = hook.dexorder_process_result(context=context, request=request, frame=frame)
         frame.attrs.update(snapshot_id=cached.snapshot_id, ticker=request.ticker, period_seconds=request.period_seconds)
+        frame.attrs["quality"] = quality_report(request.ticker, request.period_seconds, request.interval,
+                                                frame["timestamp"].to_numpy(), cached.covered)
         return frame
 
     async def _recover(self, context: FetchContext, request: FetchRequest, asked: list[Interval],

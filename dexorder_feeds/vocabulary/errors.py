@@ -13,7 +13,9 @@ exception the seed API promises, so ``except TimeoutError:``, ``except ValueErro
     ├── RequestFailedError (ValueError)        the historian answered status ERROR
     ├── DataError (ValueError)                 candle data cannot be stored or read faithfully
     │   ├── SourceFormatError                  a user file is malformed (names file and line)
-    │   └── PrecisionError                     values finer than the market's stored decimals
+    │   ├── PrecisionError                     values finer than the market's stored decimals
+    │   ├── InvalidCandleError                 a candle whose high/low/prices/volume are impossible
+    │   └── FillRatioError                     an adapter filled more candles than max_fill_ratio
     ├── ProtocolError (ValueError)             a frame that is not a valid wire message
     ├── RelayUnavailableError (ConnectionError) the relay does not answer
     ├── RequestTimeoutError (TimeoutError)     no completion notification in time
@@ -39,6 +41,8 @@ __all__ = [
     "DataError",
     "SourceFormatError",
     "PrecisionError",
+    "InvalidCandleError",
+    "FillRatioError",
     "ProtocolError",
     "RelayUnavailableError",
     "RequestTimeoutError",
@@ -90,6 +94,22 @@ class SourceFormatError(DataError):
 
 class PrecisionError(DataError):
     """Values are finer than the decimals stored for their market; storing them would lose data."""
+
+
+class InvalidCandleError(DataError):
+    """A source gave a candle that cannot be real (high below open or close, low above them, a
+    negative price or volume); it is refused with its source and time, nothing of its range is
+    stored."""
+
+
+class FillRatioError(DataError):
+    """An adapter's missing-data policy made up a larger share of the candles than the caller's
+    ``max_fill_ratio``; ``ratio`` is that share and ``report`` the quality report."""
+
+    def __init__(self, message: str, *, ratio: float | None = None, report: object = None) -> None:
+        super().__init__(message)
+        self.ratio = ratio
+        self.report = report
 
 
 class ProtocolError(DexOrderError, ValueError):
