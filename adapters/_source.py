@@ -27,7 +27,7 @@ from ..config import resolve_settings
 from ..vocabulary.errors import DataError, FillRatioError, InvalidRequestError
 from ..vocabulary.quality import QualityReport, quality_report
 from ..vocabulary.requests import FetchRequest, closed_period_stop
-from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
+from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, exact_floats
 from ..client.ohlc_client import OHLCClient
 from ..vocabulary.times import now_micros
 
@@ -51,8 +51,6 @@ __all__ = [
 CLIENT_SETTINGS = ("iceberg_catalog_uri", "relay_endpoint", "notification_endpoint", "namespace", "request_timeout")
 MISSING_POLICIES = ("drop", "nan", "ffill")
 
-# Floats hold every integer up to 2**53 exactly.
-_FLOAT_EXACT = 2**53
 _OPTIONAL_VOLUMES = ("buy_vol", "sell_vol")
 
 # Decimals never change once stored, so one lookup per client and ticker is enough.
@@ -253,30 +251,3 @@ def apply_missing(
     result = out.reset_index()[list(frame.columns)]
     result.attrs.update(frame.attrs)
     return result
-
-
-def exact_floats(values: pd.Series | np.ndarray, decimals: int) -> np.ndarray:
-    """``int / 10**decimals`` as float64, each the nearest float to the exact value; NaN where null.
-
-    Why this is exact to the nearest float: an integer of magnitude up to 2**53 converts to
-    float64 without rounding, and ``10.0**decimals`` is exact for ``decimals <= 22`` (5**22 <
-    2**53), so the one IEEE division is correctly rounded: the nearest float to the true quotient,
-    the same as ``float(Decimal(i) / 10**decimals)``. Larger integers take Python's correctly
-    rounded ``int / int`` division instead (no float detour before the division).
-    """
-    if isinstance(values, pd.Series):
-        mask = values.isna().to_numpy()
-        ints = values.to_numpy(dtype=np.int64, na_value=0) if mask.any() else values.to_numpy(dtype=np.int64)
-    else:
-        ints = np.asarray(values, dtype=np.int64)
-        mask = None
-    out = ints.astype(np.float64)
-    if decimals:
-        out /= 10.0**decimals
-    big = (ints > _FLOAT_EXACT) | (ints < -_FLOAT_EXACT)
-    if big.any():
-        scale = 10**decimals
-        out[big] = [value / scale for value in ints[big].tolist()]
-    if mask is not None and mask.any():
-        out[mask] = np.nan
-    return out

@@ -158,3 +158,13 @@ def test_max_fill_ratio_refuses_a_series_mostly_made_up(uri):
     for bad in (-0.1, 1.5, "10%", True):
         with pytest.raises(InvalidRequestError, match="max_fill_ratio"):
             bt.feeds.DexOrderData(ticker=GAP_TICKER, period_seconds=3600, fromdate=START, max_fill_ratio=bad)
+
+
+def test_a_result_with_its_report_still_writes_to_parquet(uri, tmp_path):
+    import pandas as pd
+
+    frame = dexorder_feeds.fetch_ohlc(GAP_TICKER, 3600, START, END, iceberg_catalog_uri=uri)
+    frame.to_parquet(tmp_path / "out.parquet")  # pandas stores attrs as JSON: the report must serialize
+    back = pd.read_parquet(tmp_path / "out.parquet")
+    assert back["close"].tolist() == frame["close"].tolist()
+    assert back.attrs["quality"][:4] == [GAP_TICKER, 3600, 48, 43]

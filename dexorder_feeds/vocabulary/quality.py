@@ -9,14 +9,16 @@ policy (``filled``, ``fill_ratio``). A missing range has one of three reasons:
   market that did not exist yet, an exchange outage);
 - ``"not yet filled"``: nobody has asked the source for the range yet (or the fill failed);
 - ``"open period"``: the period has not closed, so no final candle can exist yet.
+
+Reports are immutable records (``NamedTuple``): a frame that carries one in its ``attrs`` still
+writes to Parquet, which stores ``attrs`` as JSON (a report becomes a JSON array there).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,8 +45,7 @@ def _iso(micros: int) -> str:
         microsecond=micros % 1_000_000).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class MissingRange:
+class MissingRange(NamedTuple):
     """Missing candles: ``first`` to ``last`` (inclusive open times, µs UTC), ``candles`` of them."""
 
     first: int
@@ -57,8 +58,7 @@ class MissingRange:
         return f"{span} ({self.candles} candle{'s' if self.candles != 1 else ''}): {self.reason}"
 
 
-@dataclass(frozen=True)
-class QualityReport:
+class QualityReport(NamedTuple):
     """How complete one fetched range is (see the module docstring)."""
 
     ticker: str
@@ -89,7 +89,7 @@ class QualityReport:
 
     def with_fill(self, filled: int, policy: str) -> QualityReport:
         """This report after an adapter's ``policy`` added ``filled`` candles."""
-        return dataclasses.replace(self, filled=filled, fill_policy=policy)
+        return self._replace(filled=filled, fill_policy=policy)
 
     def combine(self, other: QualityReport) -> QualityReport:
         """The report of two consecutive ranges of one series (pages of one iteration)."""
@@ -101,8 +101,8 @@ class QualityReport:
                 missing[-1] = MissingRange(last.first, item.last, last.candles + item.candles, item.reason)
             else:
                 missing.append(item)
-        return dataclasses.replace(
-            self, expected=self.expected + other.expected, present=self.present + other.present,
+        return self._replace(
+            expected=self.expected + other.expected, present=self.present + other.present,
             missing=tuple(missing), filled=self.filled + other.filled,
             fill_policy=self.fill_policy or other.fill_policy,
         )
