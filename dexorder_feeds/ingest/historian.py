@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -109,23 +111,26 @@ def check_candles(scaled: pd.DataFrame, market: MarketInfo, period_seconds: int,
     """Refuse candles that cannot be real (see the module docstring), naming the first one."""
     if scaled.empty:
         return
-    ints = {c: scaled[c].to_numpy(dtype=np.int64) for c in (*PRICE_COLUMNS, "volume")}
-    top, bottom = np.maximum(ints["open"], ints["close"]), np.minimum(ints["open"], ints["close"])
-    problems = [
-        (ints["high"] < top, lambda i: f"high {value('high', i)} is below max(open, close) "
-                                       f"{market.to_decimal('open', int(top[i]))}"),
-        (ints["low"] > bottom, lambda i: f"low {value('low', i)} is above min(open, close) "
-                                         f"{market.to_decimal('open', int(bottom[i]))}"),
-    ]
-    for column in (*PRICE_COLUMNS, "volume", "buy_vol", "sell_vol", "open_interest"):
-        if column in scaled.columns:
-            values = scaled[column]
-            negative = (values.fillna(0) < 0).to_numpy(dtype=bool)
-            problems.append((negative, lambda i, column=column: f"{column} {value(column, i)} is negative"))
 
-    def value(column: str, i: int) -> object:
+    def value(column: str, i: int) -> Decimal:
         return market.to_decimal(column, int(scaled[column].iloc[i]))
 
+    ints = {c: scaled[c].to_numpy(dtype=np.int64) for c in (*PRICE_COLUMNS, "volume")}
+    top, bottom = np.maximum(ints["open"], ints["close"]), np.minimum(ints["open"], ints["close"])
+    problems: list[tuple[np.ndarray, Callable[[int], str]]] = [
+        (ints["high"] < top,
+         lambda i: f"high {value('high', i)} is below max(open, close) {market.to_decimal('open', int(top[i]))}"),
+        (ints["low"] > bottom,
+         lambda i: f"low {value('low', i)} is above min(open, close) {market.to_decimal('open', int(bottom[i]))}"),
+    ]
+
+    def is_negative(column: str) -> Callable[[int], str]:
+        return lambda i: f"{column} {value(column, i)} is negative"
+
+    for column in (*PRICE_COLUMNS, "volume", "buy_vol", "sell_vol", "open_interest"):
+        if column in scaled.columns:
+            negative = (scaled[column].fillna(0) < 0).to_numpy(dtype=bool)
+            problems.append((negative, is_negative(column)))
     bad = [(int(np.argmax(mask)), describe) for mask, describe in problems if mask.any()]
     if not bad:
         return
