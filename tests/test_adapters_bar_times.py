@@ -270,3 +270,26 @@ def test_resample_and_replay_give_the_warehouses_coarser_candles(uri, fine_perio
     # The first bar is a whole coarse period, not one fine candle.
     first_len = sum(1 for step in steps if step[0][0] == 1)
     assert first_len == (coarse_period // fine_period if method == "replaydata" else 1)
+
+
+# -- vectorbt: index = period open; mixing timeframes as docs/backtesting.md shows ------------
+def test_vectorbt_coarse_on_fine_without_look_ahead(uri):
+    import vectorbt as vbt
+
+    start, end = "2025-01-01", "2025-01-05T23:00"
+    hourly = vbt.DexOrderData.download(TICKER, start=start, end=end, timeframe="1h", iceberg_catalog_uri=uri).get()
+    daily = vbt.DexOrderData.download(TICKER, start=start, end=end, timeframe="1d", iceberg_catalog_uri=uri).get()
+    assert hourly.index[0] == pd.Timestamp("2025-01-01", tz="UTC")  # indexed by the period open
+
+    # The recipe of docs/backtesting.md: a daily candle is known at the close of the hourly
+    # candle that ends with it, so it moves to that hourly row (open + 1d - 1h), then ffill.
+    known = daily["Close"].copy()
+    known.index = known.index + pd.Timedelta("1d") - pd.Timedelta("1h")
+    daily_on_hourly = known.reindex(hourly.index, method="ffill")
+
+    assert daily_on_hourly.iloc[:23].isna().all()  # Jan 1's close is unknown before 24:00
+    assert daily_on_hourly.loc["2025-01-01 23:00"] == daily["Close"].iloc[0] == hourly["Close"].loc["2025-01-01 23:00"]
+    for open_time, value in daily_on_hourly.dropna().items():
+        day = daily.index[daily["Close"] == value][0]
+        # the daily candle closed no later than this hourly candle closes
+        assert day + pd.Timedelta("1d") <= open_time + pd.Timedelta("1h")
