@@ -12,7 +12,9 @@
 
 Columns: ``Open, High, Low, Close, Volume`` (floats, each the nearest float to the stored
 ``int / 10**decimals``), plus ``Buy Volume``, ``Sell Volume`` and ``Open Interest`` where a
-symbol's source gives them, on a UTC ``DatetimeIndex`` of candle period starts (``Open time``).
+symbol's source gives them, on a UTC ``DatetimeIndex`` of candle period starts (``Open time``,
+vectorbt's convention: a row's values are known only at ``index + period``; docs/backtesting.md
+shows how to use a coarser timeframe on a finer one without look-ahead).
 The symbols of one ``download``/``update`` are fetched concurrently.
 """
 

@@ -47,7 +47,8 @@ def dex(uri, period, start, end, **kwargs):
 
 
 class Timeline(bt.Strategy):
-    """At every step: each data's length, bar datetime (backtrader's number) and close."""
+    """At every step: each data's length, bar datetime (backtrader's number), close, open, high,
+    low and volume."""
 
     def __init__(self):
         self.steps = []
@@ -56,7 +57,8 @@ class Timeline(bt.Strategy):
         self.next()
 
     def next(self):
-        self.steps.append(tuple((len(d), d.datetime[0], d.close[0]) if len(d) else (0,) for d in self.datas))
+        self.steps.append(tuple((len(d), d.datetime[0], d.close[0], d.open[0], d.high[0], d.low[0], d.volume[0])
+                                if len(d) else (0,) for d in self.datas))
 
 
 def timeline(*datas, **cerebro_kwargs):
@@ -263,10 +265,13 @@ def test_resample_and_replay_give_the_warehouses_coarser_candles(uri, fine_perio
     finished = [step for step, after in zip(steps, steps[1:] + [None]) if after is None or after[0][0] != step[0][0]]
     assert len(finished) == len(coarse)
     for step, candle, agg in zip(finished, coarse.itertuples(), expected.itertuples()):
-        (_, resampled_dt, resampled_close), (length, coarse_dt, coarse_close) = step
-        assert resampled_dt == coarse_dt  # due at the same moment
-        assert resampled_close == coarse_close == as_float(candle.close, 2)
-        assert as_float(agg.open, 2) == as_float(candle.open, 2)
+        (_, resampled_dt, resampled_close, r_open, r_high, r_low, r_volume), coarse_bar = step
+        assert resampled_dt == coarse_bar[1]  # due at the same moment as the coarse candle
+        assert resampled_close == coarse_bar[2] == as_float(candle.close, 2)
+        assert r_open == coarse_bar[3] == as_float(candle.open, 2) == as_float(agg.open, 2)
+        # High, low and volume are the fine candles' (a source whose periods disagree shows here).
+        assert (r_high, r_low) == (as_float(agg.high, 2), as_float(agg.low, 2))
+        assert r_volume == pytest.approx(as_float(agg.volume, 6), rel=1e-12)
     # The first bar is a whole coarse period, not one fine candle.
     first_len = sum(1 for step in steps if step[0][0] == 1)
     assert first_len == (coarse_period // fine_period if method == "replaydata" else 1)
