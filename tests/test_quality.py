@@ -168,3 +168,41 @@ def test_a_result_with_its_report_still_writes_to_parquet(uri, tmp_path):
     back = pd.read_parquet(tmp_path / "out.parquet")
     assert back["close"].tolist() == frame["close"].tolist()
     assert back.attrs["quality"][:4] == [GAP_TICKER, 3600, 48, 43]
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(present=st.sets(st.integers(0, 59)), covered=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=6),
+       open_at=st.integers(0, 70))
+def test_every_missing_candle_gets_exactly_one_reason(present, covered, open_at):
+    covered_us = [(min(a, b) * 60_000_000, max(a, b) * 60_000_000) for a, b in covered]
+    now = open_at * 60_000_000 + 1  # the minute open_at is the open one
+    report = quality_report("X:A/B", 60, (0, 60 * 60_000_000), [m * 60_000_000 for m in present], covered_us, now=now)
+    opened = min(60, open_at + 1)
+    assert report.expected == opened and report.present == len({m for m in present if m < opened})
+    reasons = {}
+    for item in report.missing:
+        assert item.candles == (item.last - item.first) // 60_000_000 + 1
+        for m in range(item.first // 60_000_000, item.last // 60_000_000 + 1):
+            assert m not in reasons
+            reasons[m] = item.reason
+    for m in range(opened):
+        if m in present:
+            assert m not in reasons
+        elif m == open_at:
+            assert reasons[m] == OPEN_PERIOD
+        elif any(a <= m * 60_000_000 < b for a, b in covered_us):
+            assert reasons[m] == EMPTY_AT_SOURCE
+        else:
+            assert reasons[m] == NOT_YET_FILLED
+
+
+def test_a_report_is_copied_for_free():
+    import copy
+
+    report = quality_report("X:A/B", 60, (0, 10**6 * 60_000_000), list(range(0, 10**6 * 60_000_000, 120_000_000)), [],
+                            now=10**17)
+    assert len(report.missing) == 500_000
+    assert copy.deepcopy({"quality": report})["quality"] is report

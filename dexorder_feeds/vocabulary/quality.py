@@ -87,6 +87,14 @@ class QualityReport(NamedTuple):
         delivered = self.present + self.filled
         return self.filled / delivered if delivered else 0.0
 
+    def __copy__(self) -> QualityReport:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> QualityReport:
+        # Immutable: pandas deep-copies attrs on most operations, which is then free however
+        # many missing ranges a report holds.
+        return self
+
     def with_fill(self, filled: int, policy: str) -> QualityReport:
         """This report after an adapter's ``policy`` added ``filled`` candles."""
         return self._replace(filled=filled, fill_policy=policy)
@@ -136,18 +144,37 @@ def quality_report(
     ts = np.asarray(timestamps, dtype=np.int64)
     ts = ts[(ts >= start) & (ts < stop)]
     runs = intervals_from_timestamps(ts, period_us)
-    covered = merge_intervals(covered)
+    gaps = subtract_intervals((start, stop), runs)
     pieces: list[tuple[int, int, str]] = []
-    for gap_start, gap_stop in subtract_intervals((start, stop), runs):
-        if gap_stop > closed:
-            pieces.append((max(gap_start, closed), gap_stop, OPEN_PERIOD))
-            gap_stop = max(gap_start, closed)
-        if gap_stop <= gap_start:
-            continue
-        for s, e in covered:
-            lo, hi = max(s, gap_start), min(e, gap_stop)
-            if lo < hi:
-                pieces.append((lo, hi, EMPTY_AT_SOURCE))
-        pieces += [(s, e, NOT_YET_FILLED) for s, e in subtract_intervals((gap_start, gap_stop), covered)]
+    if gaps and gaps[-1][1] > closed:  # the open period (at most one: it ends the range)
+        last_start, last_stop = gaps.pop()
+        pieces.append((max(last_start, closed), last_stop, OPEN_PERIOD))
+        if last_start < closed:
+            gaps.append((last_start, closed))
+    empty, unasked = _split_by_cover(gaps, merge_intervals(covered))
+    pieces += [(s, e, EMPTY_AT_SOURCE) for s, e in empty] + [(s, e, NOT_YET_FILLED) for s, e in unasked]
     missing = tuple(MissingRange(s, e - period_us, (e - s) // period_us, reason) for s, e, reason in sorted(pieces))
     return QualityReport(ticker, period_seconds, (stop - start) // period_us, int(ts.size), missing)
+
+
+def _split_by_cover(gaps: list[Interval], covered: list[Interval]) -> tuple[list[Interval], list[Interval]]:
+    """The parts of ``gaps`` inside ``covered`` and outside it (both sorted and disjoint), in
+    one pass over the two lists."""
+    inside: list[Interval] = []
+    outside: list[Interval] = []
+    j = 0
+    for gap_start, gap_stop in gaps:
+        while j < len(covered) and covered[j][1] <= gap_start:
+            j += 1  # covered ranges that end before this gap never matter again
+        cursor, k = gap_start, j
+        while cursor < gap_stop and k < len(covered) and covered[k][0] < gap_stop:
+            lo, hi = max(covered[k][0], cursor), min(covered[k][1], gap_stop)
+            if lo > cursor:
+                outside.append((cursor, lo))
+            if hi > lo:
+                inside.append((lo, hi))
+            cursor = max(cursor, hi)
+            k += 1
+        if cursor < gap_stop:
+            outside.append((cursor, gap_stop))
+    return inside, outside
