@@ -113,3 +113,11 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "DEXORDER_CACHE_DIR": str(tmp_path)}).stdout.split()
     assert out == ["0", "False"]
+
+
+def test_fetch_prints_what_is_missing_and_why(tmp_path):
+    result = cli("fetch", "SIM:BTC/USDT", "--period", "1d", "--start", "2014-06-01", "--end", "2014-06-03",
+                 cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "0 of 3 candles stored, 3 missing" in result.stdout
+    assert "missing 2014-06-01T00:00:00Z .. 2014-06-03T00:00:00Z (3 candles): empty at source" in result.stdout
