@@ -23,7 +23,7 @@ def _install_backtrader(module: ModuleType) -> None:
     """Add ``DexOrderData`` to ``backtrader.feeds`` (called once backtrader is imported)."""
     from .backtrader import DexOrderData
 
-    module.feeds.DexOrderData = DexOrderData  # type: ignore[attr-defined]
+    module.feeds.DexOrderData = DexOrderData
 
 
 def _install_vectorbt(module: ModuleType) -> None:

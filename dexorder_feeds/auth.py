@@ -1,25 +1,6 @@
 """CURVE authentication and encryption for the relay's two sockets (optional).
 
-Keys are ZeroMQ certificate files, as ``dexorder-feeds keys DIR --name NAME`` (that is,
-:func:`zmq.auth.create_certificates`) writes them:
-
-- ``NAME.key`` – the public key only. Safe to hand out.
-- ``NAME.key_secret`` – the public and the secret key. Keep it private (written with mode 0600).
-
-The relay (``dexorder-feeds serve``) uses its own ``.key_secret`` (setting ``curve_secret_key``)
-and a directory of the public keys of the clients it admits (``curve_authorized_keys``). Both
-its ROUTER (requests) and its XPUB (notifications) become CURVE servers, and a ZAP handler
-(:class:`zmq.auth.asyncio.AsyncioAuthenticator`, on the relay's own event loop) completes the
-handshake only for a client key found in that directory. A client without an admitted key gets
-no connection at all: no reply to a request, no notification, not even a subscription.
-
-A client uses its own ``.key_secret`` (``curve_secret_key``) and the relay's public key file
-(``curve_server_key``). Its monitor sees a refused handshake, so
-:class:`~dexorder_feeds.client.history_client.HistoryClient` fails with a ``ConnectionError`` that says
-the relay refused its key, instead of only timing out.
-
-The relay reads the directory when it starts and again on SIGHUP (revoking a key: delete its
-file, then ``kill -HUP`` the relay; connections already admitted stay until they drop).
+How it works inside: docs/internals.md, "CURVE keys".
 """
 
 from __future__ import annotations

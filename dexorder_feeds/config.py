@@ -1,32 +1,6 @@
 """Settings: from arguments, then environment variables, then a config file, then defaults.
 
-=========================  ================================  =================================
-setting                    environment variable              default
-=========================  ================================  =================================
-iceberg_catalog_uri        DEXORDER_ICEBERG_CATALOG_URI      ``sqlite:///<cache dir>/catalog.db``
-relay_endpoint             DEXORDER_RELAY_ENDPOINT           none: the in-process historian
-notification_endpoint      DEXORDER_NOTIFICATION_ENDPOINT    none (required with a relay)
-namespace                  DEXORDER_NAMESPACE                ``trading``
-request_timeout            DEXORDER_REQUEST_TIMEOUT          30 (seconds)
-sources                    DEXORDER_SOURCES                  ``SIM=sim``; others ``ccxt:<exchange>``
-catalog_properties         DEXORDER_CATALOG__<KEY>           none (pyiceberg properties)
-catalog_name               DEXORDER_CATALOG_NAME             ``dexorder`` (in pyiceberg's config)
-curve_secret_key           DEXORDER_CURVE_SECRET_KEY         none: no CURVE (own NAME.key_secret file)
-curve_server_key           DEXORDER_CURVE_SERVER_KEY         none (client: the relay's public .key file)
-curve_authorized_keys      DEXORDER_CURVE_AUTHORIZED_KEYS    none (relay: directory of client .key files)
-(config file path)         DEXORDER_CONFIG                   ``<user config dir>/config.toml``
-(cache dir)                DEXORDER_CACHE_DIR                platformdirs' user cache dir
-=========================  ================================  =================================
-
-``DEXORDER_SOURCES`` is a comma-separated list like ``BINANCE=files:/data,SIM=sim``. The config
-file is TOML with the same keys at top level and a ``[catalog_properties]`` / ``[sources]``
-table. ``DEXORDER_CATALOG__S3__ENDPOINT=…`` sets the catalog property ``s3.endpoint``.
-pyiceberg's own configuration counts too, below all of these: the catalog named
-``catalog_name`` in ``.pyiceberg.yaml`` or ``PYICEBERG_CATALOG__DEXORDER__…`` variables gives
-the URI when none is set, and its properties when it names no URI or the same one (see
-:mod:`dexorder_feeds.storage.catalog`).
-The ``curve_*`` settings are file paths (see :mod:`dexorder_feeds.auth`); the key files' contents
-are read only when a socket is opened and never appear in a ``repr``.
+How it works inside: docs/internals.md, "Settings".
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dexorder_feeds.storage.catalog import open_catalog
 from dexorder_feeds.client.iceberg_client import IcebergClient, candles_to_frame
 from dexorder_feeds.vocabulary.requests import FetchRequest
 from dexorder_feeds.storage.maintenance import MANUAL
+from dexorder_feeds.storage._pyiceberg_shortcuts import plan_snapshot
 from dexorder_feeds.ingest.historian import Historian
 from dexorder_feeds.storage.warehouse import CANDLE_COLUMNS, ROW_GROUP_ROWS, Warehouse, candle_arrow_schema
 from dexorder_feeds.wire import HistoryRequest
@@ -157,24 +158,11 @@ def test_incremental_plans_equal_full_plans(manual):
                                   candles([SEED_START + (block * 10 + i) * H for i in range(10)]))
         table = manual.load_table("ohlc")
         plan = reader.plan(table)
-        full = reader._full_plan(table, table.current_snapshot())
+        full = plan_snapshot(table, table.current_snapshot())
         assert plan.snapshot_id == full.snapshot_id
         assert {k: sorted(f.path for f in v) for k, v in plan.files.items()} == \
                {k: sorted(f.path for f in v) for k, v in full.files.items()}
         assert len(plan.partition_files((SEED_TICKER, 3600))) == block + 1
-
-
-def test_snapshots_the_reader_cannot_read_alone_fall_back_to_pyiceberg(manual, monkeypatch):
-    manual.append_new_candles(SEED_TICKER, 3600, (SEED_START, SEED_START + 30 * H),
-                              candles([SEED_START + i * H for i in range(30)]))
-    expected, _ = manual.read_candles(SEED_TICKER, 3600, (SEED_START + 5 * H, SEED_START + 9 * H))
-    monkeypatch.setattr(type(manual.reader), "_collect", staticmethod(lambda table, entries, files: False))
-    manual.reader._plans.clear()
-    scanned = []
-    original = type(manual.reader)._scan
-    monkeypatch.setattr(type(manual.reader), "_scan", lambda self, *a, **k: scanned.append(1) or original(self, *a, **k))
-    again, _ = manual.read_candles(SEED_TICKER, 3600, (SEED_START + 5 * H, SEED_START + 9 * H))
-    assert scanned and again.equals(expected) and again.num_rows == 4
 
 
 def test_a_file_vanishing_under_a_read_reloads_and_reads_again(manual, monkeypatch):

@@ -116,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
     import os
 
     from ..config import resolve_settings
-    from ..relay.server import serve
+    from ..relay import serve
 
     settings = resolve_settings(
         iceberg_catalog_uri=args.iceberg_catalog_uri,
@@ -163,18 +163,27 @@ def _coverage(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from ..storage.maintenance import compact_warehouse
+    from ..config import resolve_settings
+    from ..storage.catalog import open_catalog
+    from ..storage.maintenance import MANUAL, run_maintenance
+    from ..storage.warehouse import Warehouse
 
-    compacted, expired = compact_warehouse(
-        args.iceberg_catalog_uri, args.namespace, catalog_properties=_catalog_properties(args.catalog_property),
-        min_files=args.min_files, keep_snapshots=args.keep_snapshots, retention_seconds=args.retention,
-    )
+    props = _catalog_properties(args.catalog_property)
+    settings = resolve_settings(iceberg_catalog_uri=args.iceberg_catalog_uri, namespace=args.namespace,
+                                catalog_properties=props or None)
+    warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri, settings.catalog_properties),
+                          settings.namespace, maintenance=MANUAL)
+    try:
+        compacted, expired = run_maintenance(warehouse, min_files=args.min_files,
+                                             keep_snapshots=args.keep_snapshots, retention_seconds=args.retention)
+    finally:
+        warehouse.close()
     for result in compacted:
         print(f"compacted {result.table} {'/'.join(map(str, result.partition)) or '(all)'}: "
               f"{result.files_before} files -> {result.files_after}, {result.rows_after} rows")
-    for result in expired:
-        print(f"expired {result.snapshots_expired} snapshots of {result.table} "
-              f"({result.snapshots_kept} kept), deleted {result.files_deleted} files")
+    for expiry in expired:
+        print(f"expired {expiry.snapshots_expired} snapshots of {expiry.table} "
+              f"({expiry.snapshots_kept} kept), deleted {expiry.files_deleted} files")
     if not compacted and not expired:
         print("nothing to compact or expire")
     return 0

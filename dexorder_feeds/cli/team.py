@@ -130,7 +130,7 @@ class LocalObjectStore:
 
     def _wait_ready(self, timeout: float) -> bool:
         import pyarrow.fs
-        from pyiceberg.catalog.rest import RestCatalog
+        from ..storage.catalog import rest_catalog_ready
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -138,8 +138,10 @@ class LocalObjectStore:
             if self.proc.poll() is not None:
                 return False
             try:
-                RestCatalog("probe", uri=self.catalog_uri, **self.rest_properties(),
-                            **{"oauth2-server-uri": f"{self.catalog_uri}/v1/oauth/tokens"}).list_namespaces()
+                if not rest_catalog_ready(self.catalog_uri, {**self.rest_properties(),
+                                          "oauth2-server-uri": f"{self.catalog_uri}/v1/oauth/tokens"}):
+                    time.sleep(0.2)
+                    continue
                 s3 = pyarrow.fs.S3FileSystem(endpoint_override=f"{self.host}:{self.ports['s3.port']}", scheme="http",
                                              access_key=self.access_key, secret_key=self.secret_key,
                                              region="us-east-1", connect_timeout=1, request_timeout=2)
@@ -225,7 +227,7 @@ def team_up(
     ``weed_ports`` sets SeaweedFS's other ports (:data:`WEED_PORT_OPTIONS`).
     """
     from ..config import default_cache_dir, resolve_settings
-    from ..relay.server import serve
+    from ..relay import serve
 
     root = Path(directory) if directory is not None else default_cache_dir() / "team"
     root.mkdir(parents=True, exist_ok=True)

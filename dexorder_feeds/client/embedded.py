@@ -26,7 +26,7 @@ from .transport import HistoryTransport, check_request_args, result_from_notific
 from ..storage.warehouse import Warehouse
 from ..wire import HistoryRequest
 
-__all__ = ["EmbeddedHistory", "acquire_historian", "release_historian", "shared_historian"]
+__all__ = ["EmbeddedHistory", "acquire_historian", "release_historian"]
 
 _historians: dict[tuple, Historian] = {}
 _users: dict[tuple, int] = {}
@@ -61,9 +61,6 @@ def acquire_historian(settings: Settings) -> Historian:
             _historians[key] = historian
         _users[key] = _users.get(key, 0) + 1
         return historian
-
-
-shared_historian = acquire_historian
 
 
 def release_historian(historian: Historian) -> None:

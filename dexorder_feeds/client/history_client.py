@@ -1,66 +1,6 @@
 """``HistoryClient``: history requests to the relay over ZeroMQ, as the seed documents it.
 
-::
-
-    client = HistoryClient(relay_endpoint="tcp://relay:5559", notification_endpoint="tcp://relay:5558")
-    await client.connect()
-    result = await client.request_historical_ohlc("BINANCE:BTC/USDT", 3600,
-                                                  1735689600000000, 1736294399000000)
-    await client.close()
-
-How it talks to the relay (:mod:`dexorder_feeds.relay.server`):
-
-- ``connect()`` subscribes a SUB socket to ``RESPONSE:{client_id}`` on the notification
-  endpoint, opens a DEALER (``IMMEDIATE=1``, ``LINGER=0``) to the relay endpoint, and then sends
-  ``SubscribeCheck`` until the relay answers that the subscription is live there. So when
-  ``connect()`` returns, no notification can be lost to the slow-joiner race.
-  ``RelayUnavailableError`` (a ``ConnectionError``) if that does not happen within
-  ``connect_timeout``.
-- ``request_historical_ohlc()`` registers the wait for its notification *before* sending,
-  sends the request (an empty delimiter frame, then the payload: REQ-compatible), and waits for
-  the relay's immediate reply. With no reply within ``reply_timeout`` it resets the DEALER and
-  sends the same ``request_id`` again (the relay treats a repeat as the same request), up to
-  ``max_attempts`` times, then raises ``RelayUnavailableError``. A rejection raises the
-  relay's error class (an :class:`~dexorder_feeds.vocabulary.errors.InvalidRequestError`, a
-  ``ValueError``). Then it waits for the completion notification:
-  :class:`~dexorder_feeds.vocabulary.errors.RequestTimeoutError` (a ``TimeoutError``) if none arrives
-  within ``timeout`` (counted from the call, so it bounds the whole request); status ``ERROR``
-  raises a ``ValueError`` with the server's message; ``NOT_FOUND`` is returned as a status.
-
-Faults: the relay can restart while a request waits (a crash, a deploy). The SUB socket's monitor
-sees the connection drop and come back; the client then sends every waiting request again,
-**with the same request_id**. A relay that still knows the request only acknowledges it (or
-publishes its stored notification again if it already finished); a restarted relay that lost it
-runs it again, and the historian, finding the range already stored, answers at once. Besides,
-every ``recheck_interval`` seconds without a notification the request is re-sent the same way
-(a lost notification is recovered, a relay that stopped answering is noticed). When the whole
-``timeout`` passes without a notification the error is ``RelayUnavailableError`` if the relay
-stopped answering, else ``RequestTimeoutError``; the fetcher then reads the warehouse once more
-before giving up (:mod:`dexorder_feeds.client.fetcher`). Heartbeats turn a vanished relay host into a
-disconnect instead of a silent wait.
-
-Security: with ``curve`` (a :class:`~dexorder_feeds.auth.ClientCurve`) both sockets speak CURVE.
-If the relay refuses the handshake (key not admitted, or CURVE on one side only), ``connect()``
-fails at once with a ``RelayUnavailableError`` saying so, instead of waiting out its timeout.
-
-Choices beyond the seed:
-
-- A request before ``connect()`` connects first (within the request's ``timeout``), so the
-  seed's race-condition warning can no longer bite; calling ``connect()`` explicitly still
-  works and surfaces connection problems early.
-- Inputs are validated before anything is sent (:func:`dexorder_feeds.client.transport.check_request_args`,
-  the same checks as the embedded transport, with the server's error classes): ``ticker``
-  (``EXCHANGE:BASE/QUOTE``), ``period_seconds`` (positive whole seconds), ``start_time`` /
-  ``end_time`` (µs, ``datetime``, ``pandas.Timestamp`` or ISO text; ``start <= end``) and
-  ``limit`` (positive).
-- Several concurrent requests share one client (multiplexed by ``request_id``).
-- A client belongs to the event loop that connected it: ZeroMQ asyncio sockets must not be
-  awaited from two loops. Use one client per loop (or the sync face, which runs one loop).
-- Using a closed client raises :class:`~dexorder_feeds.vocabulary.errors.ClientClosedError`.
-
-Observers get ``dexorder_request_sent`` right after a request is first sent and
-``dexorder_notification_received`` when its notification arrives (see
-:mod:`dexorder_feeds.hookspecs`); an observer that raises is logged, never breaks the request.
+How it works inside: docs/internals.md, "HistoryClient".
 """
 
 from __future__ import annotations
@@ -106,7 +46,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RECHECK_INTERVAL = 10.0
 HEARTBEAT_IVL_MS = 5_000
 HEARTBEAT_TIMEOUT_MS = 15_000
-_HANDSHAKE_FAILURES = {
+_HANDSHAKE_FAILURES: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the relay refused this client's key",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the handshake failed (CURVE on one side only, or another protocol)",
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the handshake failed",
@@ -158,7 +98,6 @@ class HistoryClient(HistoryTransport):
         self._sub: zmq.asyncio.Socket | None = None
         self._dealer: zmq.asyncio.Socket | None = None
         self._generation = 0
-        self._sub_task: asyncio.Task[None] | None = None
         self._dealer_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # every receiver ever started, until it ends
         self._replies: dict[str, asyncio.Future[RequestReply]] = {}
@@ -219,7 +158,7 @@ class HistoryClient(HistoryTransport):
                 self._monitor = sub.get_monitor_socket(_MONITOR_EVENTS, f"inproc://dexorder-history-{uuid.uuid4().hex}")
                 self._start_task(self._watch_link(self._monitor), "history-link")
                 self._connect_socket(sub, self.notification_endpoint, "notification_endpoint")
-                self._sub_task = self._start_task(self._receive_notifications(sub), "history-notifications")
+                self._start_task(self._receive_notifications(sub), "history-notifications")
                 self._open_dealer()
                 await self._confirm_subscription(deadline, timeout)
             except BaseException:
@@ -279,7 +218,7 @@ class HistoryClient(HistoryTransport):
             if sock is not None and not sock.closed:
                 sock.close(linger=0)
         self._sub = self._dealer = self._monitor = None
-        self._sub_task = self._dealer_task = None
+        self._dealer_task = None
         self._handshakes = 0
         self._refused = None
 
@@ -416,7 +355,7 @@ class HistoryClient(HistoryTransport):
                 continue
             future = self._notifications.get(notification.request_id)
             if future is not None and not future.done():
-                future.set_result(notification)  # type: ignore[arg-type]
+                future.set_result(notification)
             else:
                 log.debug("HistoryClient %s: notification for %s nobody waits for", self.client_id,
                           notification.request_id)
@@ -556,7 +495,7 @@ class HistoryClient(HistoryTransport):
     async def _await_notification(self, request: HistoryRequest, notified: asyncio.Future[Notification],
                                   deadline: float, timeout: float) -> Notification:
         """Wait for the notification; re-send the request (same id) when the notification
-        connection comes back and every ``recheck_interval`` seconds (see the module docstring)."""
+        connection comes back and every ``recheck_interval`` seconds (see docs/internals.md)."""
         assert self._loop is not None
         loop = self._loop
         frame = encode_frame(request)

@@ -224,14 +224,15 @@ class Historian:
         return notification
 
     def _ingest(self, valid: ValidatedRequest, timings: dict[str, float]) -> tuple[int, int]:
-        if valid.interval is None:
+        interval = valid.interval
+        if interval is None:
             return 0, 0
-        stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, valid.interval)
+        stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, interval)
         if stored is not None:  # ingested before: no source call, no commit
             return 0, stored
         source = self.sources.source_for(valid.ticker)
         t0 = time.perf_counter()
-        got = source.fetch_candles(valid.ticker, valid.period_seconds, *valid.interval)
+        got = source.fetch_candles(valid.ticker, valid.period_seconds, *interval)
         timings["source"] = time.perf_counter() - t0
         frame = self._in_interval(got.frame, valid)
         ticker = str(valid.ticker)
@@ -254,11 +255,11 @@ class Historian:
                 if market != source_market:  # another writer stored the market first
                     scaled = scale(market)
             table = self._to_arrow(ticker, valid.period_seconds, scaled)
-            added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, valid.interval, table)
+            added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, interval, table)
             covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
-            if added or subtract_intervals(valid.interval, covered):
+            if added or subtract_intervals(interval, covered):
                 # A repeat of a range already recorded adds no snapshot.
-                self.warehouse.record_coverage(ticker, valid.period_seconds, valid.interval, stored, valid.request_id)
+                self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id)
             timings["commit"] = time.perf_counter() - t1
             return added, stored
 

@@ -1,6 +1,7 @@
 """The relay: a ZeroMQ server that takes history requests, runs the historian and publishes
 completion notifications."""
 
-from .server import RelayServer, serve
+from .entry import serve
+from .server import RelayServer
 
 __all__ = ["RelayServer", "serve"]

@@ -1,127 +1,55 @@
 """The relay server: the historian's ZeroMQ front door (``dexorder-feeds serve``).
 
-Two sockets, one asyncio event loop (``zmq.asyncio``: every socket lives on this one loop):
-
-- a ROUTER bound on ``relay_endpoint`` takes ``HistoryRequest`` and ``SubscribeCheck`` frames
-  from REQ sockets, DEALERs that send an empty delimiter first, or standard devices between the
-  two. Replies follow the envelope rule: every frame received before the payload frame goes
-  back in front of the ``RequestReply``.
-- an XPUB bound on ``notification_endpoint`` publishes ``[b"RESPONSE:{client_id}", frame]``.
-  The relay reads the subscription messages (``\\x01topic`` / ``\\x00topic``) and keeps the set
-  of live topics. A notification whose topic is not live yet is held (up to
-  :data:`NOTIFICATION_HOLD_SECONDS`) and published as soon as the subscription lands: no
-  notification is lost to the slow-joiner race. A ``SubscribeCheck`` is answered ``accepted``
-  once the client's topic is live (waiting up to :data:`SUBSCRIBE_CHECK_WAIT_SECONDS`), which is
-  how :meth:`HistoryClient.connect` proves its subscription reached the relay.
-
-A history request is validated at once (``Historian.validate``) and answered ``accepted`` or
-rejected with the error's class name and message. Accepted requests run on a pool of
-``workers`` historian threads, so one slow ticker does not hold up the others; each finished
-notification is published and one log line gives its timings (queue wait, historian, total).
-Requests for overlapping ranges of one ticker and period run one after the other, in arrival
-order: a later one waits (holding no worker) until the earlier ones are done, then finds their
-candles stored and only fetches and commits what is left, so under many clients asking for
-overlapping windows each candle is fetched from its source and committed once instead of racing
-through the single committer. A repeated ``request_id`` is the same request: while it runs the
-repeat is only acknowledged, after it finished the stored notification (an LRU of the last
-:data:`RESULT_CACHE_SIZE`) is published again (a copy that finds its subscriber gone is dropped
-quietly: the first one was delivered). Frames that are not valid wire messages are answered with a ``ProtocolError``
-rejection (or dropped with one log line when the envelope itself is unusable); the relay keeps
-serving. Frames over :data:`dexorder_feeds.wire.MAX_FRAME_BYTES` are refused, and libzmq
-disconnects a peer that sends a frame over :data:`MAX_MESSAGE_BYTES`.
-
-Who may talk: with CURVE configured (:class:`~dexorder_feeds.auth.ServerCurve`: the relay's key
-pair and a directory of admitted client public keys), both sockets are CURVE servers and a ZAP
-handler on this loop admits only the listed keys; an unlisted client's handshake fails, so it can
-neither send a request nor subscribe. SIGHUP re-reads the key directory. See ``docs/security.md``.
-
-Limits against floods: request and client ids longer than :data:`MAX_ID_LENGTH` are refused as
-``ProtocolError``; beyond :data:`MAX_PENDING_CHECKS` validations and subscribe checks waiting, or
-``max_queued`` requests queued or running, new requests are answered ``RelayUnavailableError``
-(retry later) instead of piling up memory. Heartbeats (:data:`HEARTBEAT_IVL_MS`) drop dead peers,
-so a vanished subscriber's topic is released.
-
-Readiness: once both sockets are bound the relay logs ``relay ready request=<endpoint>
-notification=<endpoint> workers=<n> auth=<none|curve>`` at INFO on this module's logger (run
-``dexorder-feeds --log-level INFO serve`` to see it; ``tests/relay_process.py`` waits for it).
-
-Shutdown (SIGINT/SIGTERM, or :meth:`RelayServer.stop`): the ROUTER is closed first (no new
-requests), requests queued but not started are answered with an ERROR notification saying to
-retry, running ones finish their commit and their notifications are published, then the XPUB is
-closed with a short bounded linger (so those last notifications leave) and everything else with
-linger 0. A second signal exits at once (Iceberg commits are atomic, so even that never leaves a
-half-written commit).
+How it works inside: docs/internals.md, "The relay server". :class:`RelayServer` composes the
+parts: :mod:`.sockets` (binding, CURVE), :mod:`.intake` (the ROUTER: checking and answering
+requests), :mod:`.scheduling` (historian threads, overlapping ranges), :mod:`.results` (finished
+requests, for repeats), :mod:`.notifications` and :mod:`.subscriptions` (the XPUB, held
+notifications), :mod:`.signals`; :mod:`.entry` holds :func:`serve`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import os
-import signal
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import zmq
 import zmq.asyncio
 
-from ..auth import (
-    ServerCurve,
-    configure_server_socket,
-    describe,
-    reload_authorized_keys,
-    server_curve,
-    start_authenticator,
-)
-from ..storage.catalog import scrub
+from ..auth import ServerCurve, describe, reload_authorized_keys, server_curve, start_authenticator
 from ..config import Settings
-from ..vocabulary.errors import DexOrderError, InvalidRequestError, ProtocolError
-from ..wire import (
-    HistoryRequest,
-    Notification,
-    RequestReply,
-    SubscribeCheck,
-    decode_frame,
-    encode_frame,
-    notification_topic,
-)
 from ..ingest.historian import DEFAULT_MAX_RANGE_CANDLES, Historian
-from ..wire.errors import wire_name
+from ..vocabulary.errors import InvalidRequestError
+from .intake import (
+    DEFAULT_MAX_QUEUED,
+    MAX_ENVELOPE_FRAMES,
+    MAX_ID_LENGTH,
+    MAX_PENDING_CHECKS,
+    SUBSCRIBE_CHECK_WAIT_SECONDS,
+    Intake,
+)
+from .notifications import NOTIFICATION_HOLD_SECONDS, Notifier
+from .results import RESULT_CACHE_SIZE, ResultCache
+from .scheduling import DEFAULT_WORKERS, Scheduler
+from .signals import SignalHandlers
+from .sockets import FINAL_FLUSH_LINGER_MS, MAX_MESSAGE_BYTES, BoundSockets, bind_sockets, close_now
+from .subscriptions import Subscriptions
 
 __all__ = [
     "RelayServer",
-    "serve",
     "DEFAULT_WORKERS",
     "NOTIFICATION_HOLD_SECONDS",
     "SUBSCRIBE_CHECK_WAIT_SECONDS",
     "RESULT_CACHE_SIZE",
     "MAX_MESSAGE_BYTES",
+    "MAX_ENVELOPE_FRAMES",
     "MAX_ID_LENGTH",
     "MAX_PENDING_CHECKS",
     "DEFAULT_MAX_QUEUED",
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_WORKERS = 4
-NOTIFICATION_HOLD_SECONDS = 30.0
-SUBSCRIBE_CHECK_WAIT_SECONDS = 5.0
-RESULT_CACHE_SIZE = 10_000
-SOCKET_BACKLOG = 1024
-MAX_MESSAGE_BYTES = 1 << 20
-MAX_ENVELOPE_FRAMES = 32
-FINAL_FLUSH_LINGER_MS = 1000
-MAX_ID_LENGTH = 128
-MAX_PENDING_CHECKS = 10_000
-DEFAULT_MAX_QUEUED = 10_000
-HEARTBEAT_IVL_MS = 10_000
-HEARTBEAT_TIMEOUT_MS = 30_000
-_SIGHUP = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
-_SHUTDOWN_MESSAGE = "the relay shut down before this request started; send it again"
 
 
 class RelayServer:
@@ -169,18 +97,7 @@ class RelayServer:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
-        self._signals_seen = 0
-
-        self._router: zmq.asyncio.Socket | None = None
-        self._xpub: zmq.asyncio.Socket | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._live_topics: set[bytes] = set()
-        self._topic_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._held: dict[bytes, list[tuple[float, str, bytes, bool]]] = {}
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._ranges: dict[tuple[str, int], list[tuple[int, int, asyncio.Task[None]]]] = {}
-        self._results: OrderedDict[str, Notification] = OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._scheduler: Scheduler | None = None  # the parts exist while run() runs
 
     @classmethod
     def from_settings(
@@ -241,7 +158,7 @@ class RelayServer:
         return self
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Shut down gracefully and wait for the server thread (see the module docstring)."""
+        """Shut down gracefully and wait for the server thread (see docs/internals.md)."""
         self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -264,69 +181,6 @@ class RelayServer:
         finally:
             self._ready.set()
 
-    async def run(self, *, handle_signals: bool = False) -> None:
-        """Bind, serve until :meth:`request_stop` (or SIGINT/SIGTERM), then shut down gracefully."""
-        if self._loop is not None:
-            raise RuntimeError("a RelayServer runs once; create a new one")
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._stop_event = asyncio.Event()
-        if self._stop_requested:
-            self._stop_event.set()
-        if handle_signals:
-            self._install_signal_handlers(loop)
-        ctx = zmq.asyncio.Context()
-        try:
-            await loop.run_in_executor(None, self.historian.warehouse.ensure_tables)
-            if self.curve is not None:
-                self._authenticator = start_authenticator(ctx, self.curve)
-            self._router, self._xpub = self._bind(ctx)
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.workers, thread_name_prefix="dexorder-historian"
-            )
-            background = [
-                loop.create_task(self._watch_subscriptions(), name="relay-subscriptions"),
-                loop.create_task(self._expire_held(), name="relay-expiry"),
-            ]
-            serving = loop.create_task(self._serve_requests(), name="relay-requests")
-            log.info("relay ready request=%s notification=%s workers=%d auth=%s",
-                     self.relay_endpoint, self.notification_endpoint, self.workers, describe(self.curve))
-            self._ready.set()
-            await self._stop_event.wait()
-            await self._shutdown(serving, background)
-        finally:
-            for sock in (self._router, self._xpub):
-                if sock is not None and not sock.closed:
-                    sock.close(linger=0)
-            if self._authenticator is not None:
-                self._authenticator.stop()
-                self._authenticator = None
-            ctx.term()
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-            if self._owns_historian:
-                self.historian.close()
-                self.historian.warehouse.close()
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM, *_SIGHUP):
-                    try:
-                        loop.remove_signal_handler(sig)
-                    except (NotImplementedError, RuntimeError, ValueError):
-                        pass
-            log.info("relay stopped")
-
-    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in _SIGHUP:
-            try:
-                loop.add_signal_handler(sig, self.reload_keys)
-            except (NotImplementedError, RuntimeError):
-                pass
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-                signal.signal(sig, lambda signum, frame: loop.call_soon_threadsafe(self._on_signal, signum))
-
     def reload_keys(self) -> None:
         """Re-read the directory of admitted client keys (SIGHUP); a no-op without CURVE."""
         if self.curve is None or self._authenticator is None:
@@ -337,355 +191,77 @@ class RelayServer:
         except Exception:
             log.exception("reloading the admitted client keys failed; the previous set stays in force")
 
-    def _on_signal(self, sig: int) -> None:
-        self._signals_seen += 1
-        name = signal.Signals(sig).name
-        if self._signals_seen > 1:
-            log.warning("second %s: exiting now without waiting for %d running requests", name, len(self._in_flight))
-            os._exit(1)
-        log.info("%s received: shutting down after %d requests in flight", name, len(self._in_flight))
-        self.request_stop()
+    def _in_flight_count(self) -> int:
+        return len(self._scheduler) if self._scheduler is not None else 0
 
-    def _bind(self, ctx: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
-        router = ctx.socket(zmq.ROUTER)
-        xpub = ctx.socket(zmq.XPUB)
-        for sock in (router, xpub):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.BACKLOG, SOCKET_BACKLOG)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-            configure_server_socket(sock, self.curve)
-        router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        xpub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        xpub.setsockopt(zmq.SNDHWM, 10_000)
-        for sock, endpoint, what in ((router, self.relay_endpoint, "relay"),
-                                     (xpub, self.notification_endpoint, "notification")):
-            try:
-                sock.bind(endpoint)
-            except zmq.ZMQError as exc:
-                router.close(linger=0)
-                xpub.close(linger=0)
-                raise InvalidRequestError(
-                    f"cannot bind the {what} endpoint {endpoint!r}: {exc}; "
-                    "is another relay running there? choose another address or port"
-                ) from None
-        self.relay_endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.notification_endpoint = xpub.getsockopt(zmq.LAST_ENDPOINT).decode()
-        return router, xpub
+    async def run(self, *, handle_signals: bool = False) -> None:
+        """Bind, serve until :meth:`request_stop` (or SIGINT/SIGTERM), then shut down gracefully."""
+        if self._loop is not None:
+            raise RuntimeError("a RelayServer runs once; create a new one")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop_event = asyncio.Event()
+        if self._stop_requested:
+            self._stop_event.set()
+        if handle_signals:
+            SignalHandlers(on_stop=self.request_stop, on_reload=self.reload_keys,
+                           in_flight=self._in_flight_count).install(loop)
+        ctx = zmq.asyncio.Context()
+        sockets: BoundSockets | None = None
+        try:
+            await loop.run_in_executor(None, self.historian.warehouse.ensure_tables)
+            if self.curve is not None:
+                self._authenticator = start_authenticator(ctx, self.curve)
+            sockets = bind_sockets(ctx, self.relay_endpoint, self.notification_endpoint, self.curve)
+            self.relay_endpoint, self.notification_endpoint = sockets.relay_endpoint, sockets.notification_endpoint
+            notifier = Notifier(sockets.xpub, Subscriptions(), hold_seconds=self.notification_hold,
+                                secrets=self._secrets)
+            self._scheduler = Scheduler(self.historian, workers=self.workers,
+                                        results=ResultCache(self.result_cache_size), publish=notifier.publish)
+            intake = Intake(sockets.router, self.historian, self._scheduler, notifier, max_queued=self.max_queued,
+                            subscribe_check_wait=self.subscribe_check_wait, secrets=self._secrets)
+            background = [
+                loop.create_task(notifier.watch(), name="relay-subscriptions"),
+                loop.create_task(notifier.expire_held(), name="relay-expiry"),
+            ]
+            intake.start()
+            log.info("relay ready request=%s notification=%s workers=%d auth=%s",
+                     self.relay_endpoint, self.notification_endpoint, self.workers, describe(self.curve))
+            self._ready.set()
+            await self._stop_event.wait()
+            await self._shutdown(intake, self._scheduler, notifier, sockets, background)
+        finally:
+            if sockets is not None:
+                close_now(sockets.router, sockets.xpub)
+            if self._authenticator is not None:
+                self._authenticator.stop()
+                self._authenticator = None
+            ctx.term()
+            if self._scheduler is not None:
+                self._scheduler.close()
+            if self._owns_historian:
+                self.historian.close()
+                self.historian.warehouse.close()
+            if handle_signals:
+                SignalHandlers.remove(loop)
+            log.info("relay stopped")
 
-    async def _shutdown(self, serving: asyncio.Task[None], background: list[asyncio.Task[Any]]) -> None:
-        serving.cancel()
-        for task in list(self._tasks):  # validations and subscribe checks not answered yet
-            task.cancel()
-        await asyncio.gather(serving, *self._tasks, return_exceptions=True)
-        assert self._router is not None and self._executor is not None
-        self._router.close(linger=0)  # stop taking requests
-        self._executor.shutdown(wait=False, cancel_futures=True)  # queued ones get an ERROR to retry
-        running = list(self._in_flight.values())
+    @staticmethod
+    async def _shutdown(intake: Intake, scheduler: Scheduler, notifier: Notifier, sockets: BoundSockets,
+                        background: list[asyncio.Task[None]]) -> None:
+        """The ROUTER closes first (no new requests); requests queued but not started get an
+        ERROR notification saying to retry; running ones finish their commit and publish; then
+        the XPUB closes with a short bounded linger so those last notifications leave."""
+        await intake.stop()
+        scheduler.stop_queue()
+        running = scheduler.running()
         if running:
             log.info("waiting for %d requests to finish their commits", len(running))
             await asyncio.gather(*running, return_exceptions=True)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        dropped = sum(len(items) for items in self._held.values())
+        dropped = notifier.subscriptions.held_count
         if dropped:
             log.warning("relay shutting down: dropping %d notifications whose subscribers never arrived", dropped)
-        assert self._xpub is not None
-        self._xpub.close(linger=FINAL_FLUSH_LINGER_MS)  # bounded: lets the last notifications leave
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        assert self._loop is not None
-        task = self._loop.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- requests ------------------------------------------------------------------------------
-    async def _serve_requests(self) -> None:
-        assert self._router is not None
-        while True:
-            try:
-                frames = await self._router.recv_multipart()
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.ETERM or self._router.closed:
-                    return
-                log.warning("relay: receive failed (%s); continuing", exc)
-                continue
-            try:
-                await self._handle_frames(frames)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let one message stop the relay
-                log.exception("relay: unexpected error while handling a message; continuing")
-
-    async def _handle_frames(self, frames: list[bytes]) -> None:
-        received = time.perf_counter()
-        if len(frames) < 2 or len(frames) > MAX_ENVELOPE_FRAMES:
-            log.warning("relay: dropping a message with an unusable envelope (%d frames)", len(frames))
-            return
-        envelope, payload = frames[:-1], frames[-1]
-        try:
-            message = decode_frame(payload)
-        except ProtocolError as exc:
-            log.warning("relay: rejecting an invalid frame of %d bytes: %s", len(payload), exc)
-            await self._reply(envelope, RequestReply(accepted=False, reason=str(exc), error_type="ProtocolError"))
-            return
-        if isinstance(message, (HistoryRequest, SubscribeCheck)):
-            problem = self._id_problem(message)
-            if problem:
-                log.warning("relay: rejecting a %s: %s", type(message).__name__, problem)
-                await self._reply(envelope, RequestReply(request_id=message.request_id[:MAX_ID_LENGTH], accepted=False,
-                                                         reason=problem, error_type="ProtocolError"))
-                return
-            if len(self._tasks) >= MAX_PENDING_CHECKS:
-                log.warning("relay: %d validations and checks pending; refusing %s for now", len(self._tasks),
-                            message.request_id)
-                await self._reply(envelope, RequestReply(
-                    request_id=message.request_id, accepted=False, error_type="RelayUnavailableError",
-                    reason="the relay is overloaded; retry in a moment"))
-                return
-        if isinstance(message, HistoryRequest):
-            self._spawn(self._on_history_request(envelope, message, received), name="relay-accept")
-        elif isinstance(message, SubscribeCheck):
-            self._spawn(self._answer_subscribe_check(envelope, message), name="relay-subscribe-check")
-        else:
-            request_id = getattr(message, "request_id", "")
-            reason = (f"a {type(message).__name__} is not a request; send a HistoryRequest or a SubscribeCheck")
-            log.warning("relay: rejecting a %s frame (request %r)", type(message).__name__, request_id)
-            await self._reply(envelope, RequestReply(request_id=request_id, accepted=False, reason=reason,
-                                                     error_type="ProtocolError"))
-
-    @staticmethod
-    def _id_problem(message: HistoryRequest | SubscribeCheck) -> str:
-        for name in ("request_id", "client_id"):
-            value = getattr(message, name)
-            if len(value) > MAX_ID_LENGTH:
-                return f"{name} of {len(value)} characters is longer than {MAX_ID_LENGTH}"
-            if not value.isprintable():
-                return f"{name} must be printable text"
-        return ""
-
-    async def _reply(self, envelope: list[bytes], reply: RequestReply) -> None:
-        assert self._router is not None
-        if reply.reason and self._secrets:
-            reply.reason = scrub(reply.reason, self._secrets)
-        try:
-            await self._router.send_multipart([*envelope, encode_frame(reply)])
-        except zmq.ZMQError as exc:  # the peer vanished, or we are shutting down
-            log.info("relay: could not reply to request %r: %s", reply.request_id, exc)
-
-    async def _on_history_request(self, envelope: list[bytes], request: HistoryRequest, received: float) -> None:
-        request_id = request.request_id
-        if not request_id or not request.client_id:
-            await self._reply(envelope, RequestReply(
-                request_id=request_id, accepted=False, error_type="ProtocolError",
-                reason="a HistoryRequest needs a request_id and a client_id"))
-            return
-        assert self._loop is not None
-        try:
-            # validation may build the exchange's source (files, ccxt): keep it off the loop
-            await self._loop.run_in_executor(None, self.historian.validate, request)
-        except DexOrderError as exc:
-            log.info("relay rejected request %s (%s %ss): %s: %s", request_id, request.ticker,
-                     request.period_seconds, type(exc).__name__, exc)
-            await self._reply(envelope, RequestReply(request_id=request_id, accepted=False, reason=str(exc),
-                                                     error_type=wire_name(exc)))
-            return
-        except Exception as exc:
-            log.exception("relay: validating request %s failed", request_id)
-            await self._reply(envelope, RequestReply(request_id=request_id, accepted=False,
-                                                     reason=f"internal error validating the request: {exc}"))
-            return
-        if self._router is None or self._router.closed:
-            return  # shutting down: no reply, the client retries elsewhere
-        if (len(self._in_flight) >= self.max_queued and request_id not in self._in_flight
-                and request_id not in self._results):
-            log.warning("relay: %d requests queued or running; refusing %s for now", len(self._in_flight), request_id)
-            await self._reply(envelope, RequestReply(
-                request_id=request_id, accepted=False, error_type="RelayUnavailableError",
-                reason=f"the relay is overloaded ({len(self._in_flight)} requests queued); retry in a moment"))
-            return
-        await self._reply(envelope, RequestReply(request_id=request_id, accepted=True))
-        if request_id in self._in_flight:
-            log.info("relay: request %s repeated while in flight; not run again", request_id)
-            return
-        stored = self._results.get(request_id)
-        if stored is not None:
-            self._results.move_to_end(request_id)
-            again = Notification()
-            again.CopyFrom(stored)
-            again.client_id = request.client_id
-            log.info("relay: request %s repeated after it finished; publishing its notification again", request_id)
-            await self._publish(again, repeat=True)
-            return
-        key = (request.ticker, request.period_seconds)
-        ranges = self._ranges.setdefault(key, [])
-        earlier = [task for start, end, task in ranges if start <= request.end_time and request.start_time <= end]
-        task = self._loop.create_task(self._run_request(request, received, earlier), name=f"relay-request-{request_id}")
-        self._in_flight[request_id] = task
-        entry = (request.start_time, request.end_time, task)
-        ranges.append(entry)
-        task.add_done_callback(lambda _task: self._forget_range(key, entry))
-
-    def _forget_range(self, key: tuple[str, int], entry: tuple[int, int, asyncio.Task[None]]) -> None:
-        ranges = self._ranges.get(key)
-        if ranges is not None:
-            ranges.remove(entry)
-            if not ranges:
-                del self._ranges[key]
-
-    async def _run_request(self, request: HistoryRequest, received: float,
-                           earlier: list[asyncio.Task[None]]) -> None:
-        assert self._executor is not None
-        started = finished = time.perf_counter()
-        try:
-            if earlier:  # overlapping requests that came first: their candles are then stored, not redone
-                await asyncio.wait(earlier)
-            job = self._executor.submit(self._timed_handle, request)
-            try:
-                notification, started, finished = await asyncio.wrap_future(job)
-            except asyncio.CancelledError:
-                if not job.cancelled():
-                    raise
-                notification = Notification(request_id=request.request_id, client_id=request.client_id,
-                                            status=Notification.ERROR, error_message=_SHUTDOWN_MESSAGE,
-                                            error_type="RelayUnavailableError")
-                started = finished = time.perf_counter()
-        except RuntimeError:  # the executor was shut down before the job was submitted
-            notification = Notification(request_id=request.request_id, client_id=request.client_id,
-                                        status=Notification.ERROR, error_message=_SHUTDOWN_MESSAGE,
-                                        error_type="RelayUnavailableError")
-        finally:
-            self._in_flight.pop(request.request_id, None)
-        if notification.error_type != "RelayUnavailableError":
-            self._results[request.request_id] = notification
-            self._results.move_to_end(request.request_id)
-            while len(self._results) > self.result_cache_size:
-                self._results.popitem(last=False)
-        await self._publish(notification)
-        done = time.perf_counter()
-        log.info("relay request %s %s %ss -> %s queue=%.1fms historian=%.1fms total=%.1fms",
-                 request.request_id, request.ticker, request.period_seconds,
-                 Notification.Status.Name(notification.status), (started - received) * 1e3,
-                 (finished - started) * 1e3, (done - received) * 1e3)
-
-    def _timed_handle(self, request: HistoryRequest) -> tuple[Notification, float, float]:
-        started = time.perf_counter()
-        try:
-            notification = self.historian.handle(request)
-        except Exception as exc:  # handle() never raises; this is a last line of defence
-            log.exception("relay: the historian raised on request %s", request.request_id)
-            notification = Notification(request_id=request.request_id, client_id=request.client_id,
-                                        status=Notification.ERROR,
-                                        error_message=f"internal error in the historian: {type(exc).__name__}: {exc}")
-        return notification, started, time.perf_counter()
-
-    # -- subscriptions and notifications ---------------------------------------------------------
-    async def _watch_subscriptions(self) -> None:
-        assert self._xpub is not None
-        while True:
-            try:
-                message = await self._xpub.recv()
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.ETERM or self._xpub.closed:
-                    return
-                log.warning("relay: subscription receive failed (%s); continuing", exc)
-                continue
-            if not message:
-                continue
-            topic = message[1:]
-            if message[0] == 1:
-                self._live_topics.add(topic)
-                for waiter in self._topic_waiters.pop(topic, []):
-                    if not waiter.done():
-                        waiter.set_result(None)
-                for _deadline, _request_id, frame, _repeat in self._held.pop(topic, []):
-                    await self._send_notification(topic, frame)
-            elif message[0] == 0:
-                self._live_topics.discard(topic)
-
-    async def _publish(self, notification: Notification, *, repeat: bool = False) -> None:
-        """Send a notification now if its topic is live, else hold it (``repeat``: a copy of one
-        already published once, sent again for a repeated request id)."""
-        assert self._loop is not None
-        if notification.error_message and self._secrets:
-            notification.error_message = scrub(notification.error_message, self._secrets)
-        topic = notification_topic(notification.client_id)
-        frame = encode_frame(notification)
-        if topic in self._live_topics:
-            await self._send_notification(topic, frame)
-        else:
-            log.debug("relay: holding the notification of %s until %r is subscribed", notification.request_id, topic)
-            deadline = self._loop.time() + self.notification_hold
-            self._held.setdefault(topic, []).append((deadline, notification.request_id, frame, repeat))
-
-    async def _send_notification(self, topic: bytes, frame: bytes) -> None:
-        assert self._xpub is not None
-        try:
-            await self._xpub.send_multipart([topic, frame])
-        except zmq.ZMQError as exc:
-            log.warning("relay: could not publish on %r: %s", topic, exc)
-
-    async def _expire_held(self) -> None:
-        assert self._loop is not None
-        while True:
-            await asyncio.sleep(min(1.0, max(self.notification_hold / 4, 0.05)))
-            now = self._loop.time()
-            for topic in list(self._held):
-                keep = []
-                for item in self._held[topic]:
-                    if item[0] <= now and item[3]:  # its first copy went out when the request finished
-                        log.info("relay: dropped a repeated notification of request %s: %r unsubscribed meanwhile",
-                                 item[1], topic.decode(errors="replace"))
-                    elif item[0] <= now:
-                        log.warning("relay: dropped the notification of request %s: nobody subscribed to %r within %.0f s",
-                                    item[1], topic.decode(errors="replace"), self.notification_hold)
-                    else:
-                        keep.append(item)
-                if keep:
-                    self._held[topic] = keep
-                else:
-                    del self._held[topic]
-
-    async def _answer_subscribe_check(self, envelope: list[bytes], check: SubscribeCheck) -> None:
-        assert self._loop is not None
-        if not check.client_id:
-            await self._reply(envelope, RequestReply(request_id=check.request_id, accepted=False,
-                                                     error_type="ProtocolError", reason="a SubscribeCheck needs a client_id"))
-            return
-        topic = notification_topic(check.client_id)
-        if topic not in self._live_topics:
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._topic_waiters.setdefault(topic, []).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, self.subscribe_check_wait)
-            except TimeoutError:
-                pass
-            finally:
-                waiters = self._topic_waiters.get(topic)
-                if waiters is not None:
-                    if waiter in waiters:
-                        waiters.remove(waiter)
-                    if not waiters:
-                        del self._topic_waiters[topic]
-        if topic in self._live_topics:
-            await self._reply(envelope, RequestReply(request_id=check.request_id, accepted=True))
-        else:
-            await self._reply(envelope, RequestReply(
-                request_id=check.request_id, accepted=False, error_type="RelayUnavailableError",
-                reason=(f"no subscription to {topic.decode(errors='replace')!r} reached the relay within "
-                        f"{self.subscribe_check_wait:g} s; check the notification endpoint")))
-
-
-def serve(
-    settings: Settings,
-    *,
-    workers: int = DEFAULT_WORKERS,
-    max_range_candles: int = DEFAULT_MAX_RANGE_CANDLES,
-) -> None:
-    """Run the relay and historian until SIGINT or SIGTERM, then shut down gracefully.
-
-    Logs ``relay ready request=… notification=…`` at INFO once both sockets are bound.
-    """
-    server = RelayServer.from_settings(settings, workers=workers, max_range_candles=max_range_candles)
-    asyncio.run(server.run(handle_signals=True))
+        sockets.xpub.close(linger=FINAL_FLUSH_LINGER_MS)

@@ -1,37 +1,6 @@
 """Open the Iceberg catalog named by a URI, the way the seed's ``iceberg_catalog_uri`` names it.
 
-- ``sqlite:///path/catalog.db`` – pyiceberg's SQL catalog; data files go to ``warehouse/``
-  beside the database unless a ``warehouse`` property says otherwise. One machine.
-- ``postgresql+psycopg://user:password@host/db`` – pyiceberg's SQL catalog on PostgreSQL; give a
-  ``warehouse`` property naming shared storage (``s3://bucket/``) for several machines.
-- ``http://…`` / ``https://…`` – a REST catalog (the seed's ``http://iceberg-catalog:8181``);
-  ``credential`` (``client_id:secret``) or ``token``, ``warehouse`` and ``s3.*`` properties go
-  to pyiceberg.
-- ``None`` – the properties (or pyiceberg's configuration of the catalog) must give a ``uri``.
-
-Where properties come from, lowest precedence first: defaults derived from the URI; pyiceberg's
-own configuration of the catalog named ``dexorder`` (``.pyiceberg.yaml`` in ``$PYICEBERG_HOME``,
-``~`` or the working directory, and ``PYICEBERG_CATALOG__DEXORDER__…`` variables), used when it
-names no ``uri`` or the same one; then the explicit properties (arguments, ``DEXORDER_CATALOG__…``
-variables and the config file, merged by :mod:`dexorder_feeds.config`).
-
-Defaults that keep a shared warehouse well-behaved:
-
-- ``timeout`` (seconds, default :data:`DEFAULT_TIMEOUT`) bounds every catalog call: the REST
-  catalog's HTTP requests (connect and read), PostgreSQL's ``connect_timeout`` and
-  ``statement_timeout``, and S3's ``s3.connect-timeout`` / ``s3.request-timeout``. A slow or
-  unreachable server is an error within it, never a hang.
-- with an ``s3.endpoint`` and no region, ``s3.region`` is ``us-east-1`` (otherwise pyarrow asks
-  AWS where the bucket lives, which an S3-compatible store on a private network cannot answer).
-
-Opening checks the catalog at once (credentials, warehouse, and for an ``s3://`` warehouse with
-explicit S3 settings, that the bucket exists and the keys are accepted), so a misconfiguration is
-one clear :class:`~dexorder_feeds.vocabulary.errors.WarehouseError` saying what to check, before any
-request. Secrets (``credential``, ``token``, keys, passwords in URIs) never appear in messages,
-logs or reprs: see :func:`redact`, :func:`redact_uri` and :func:`scrub`.
-
-Catalog objects are cached per process: pyiceberg's catalogs are safe to share between threads
-(its ``Table`` objects are not, see :mod:`dexorder_feeds.storage.warehouse`).
+How it works inside: docs/internals.md, "Opening a catalog".
 """
 
 from __future__ import annotations
@@ -51,6 +20,7 @@ __all__ = [
     "CATALOG_NAME",
     "DEFAULT_TIMEOUT",
     "open_catalog",
+    "rest_catalog_ready",
     "catalog_properties",
     "pyiceberg_catalog_config",
     "redact",
@@ -164,13 +134,14 @@ def catalog_properties(
 ) -> dict[str, Any]:
     """The pyiceberg properties for a catalog URI plus explicit properties (which win).
 
-    Also merges pyiceberg's own configuration of ``catalog_name`` (see the module docstring) and
+    Also merges pyiceberg's own configuration of ``catalog_name`` (see docs/internals.md) and
     adds the defaults for timeouts and the S3 region.
     """
     explicit = {k: (v if isinstance(v, Mapping) else str(v)) for k, v in (properties or {}).items() if v is not None}
     configured = {k: v for k, v in pyiceberg_catalog_config(catalog_name).items() if v is not None}
     if uri is None:
-        uri = explicit.get("uri") or configured.get("uri")
+        named = explicit.get("uri") or configured.get("uri")
+        uri = None if named is None else str(named)
         if uri is None and (explicit.get("type") or explicit.get("py-catalog-impl")):
             return {**configured, **explicit}  # another kind of pyiceberg catalog (glue, hive, ...)
         if uri is None:
@@ -255,6 +226,17 @@ def _rest_catalog(name: str, props: Mapping[str, Any]) -> Any:
             super()._config_headers(session)
 
     return TimeoutRestCatalog(name, **props)
+
+
+def rest_catalog_ready(uri: str, properties: Mapping[str, Any]) -> bool:
+    """Whether a REST catalog at ``uri`` answers a namespace listing now (for start-up probes)."""
+    from pyiceberg.catalog.rest import RestCatalog
+
+    try:
+        RestCatalog("probe", uri=uri, **properties).list_namespaces()
+    except Exception:  # not up yet: the caller polls
+        return False
+    return True
 
 
 def _sql_catalog(name: str, props: Mapping[str, Any]) -> Any:

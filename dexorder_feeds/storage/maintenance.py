@@ -1,36 +1,6 @@
 """Warehouse maintenance: compaction of small files and expiry of old snapshots.
 
-Every gap fill adds a data file, a manifest and a snapshot. Plans are cached per snapshot (see
-:mod:`dexorder_feeds.storage.reader`), but range reads still open one file per fill they touch,
-and each commit costs more as snapshots pile up (pyiceberg copies the whole table metadata
-several times per commit). Two jobs keep both flat:
-
-**Compaction of a partition.** pyiceberg has no rewrite API, so: read every row of the
-partition in the current snapshot (through the warehouse's reader, which falls back to
-pyiceberg's scan for anything it cannot read alone), drop duplicate keys, sort, and
-``table.overwrite(rows, overwrite_filter=<the partition>)`` through the same ``Table`` the rows
-were read from. Every table has ``commit.retry.num-retries=0``, so the overwrite commits on
-exactly the snapshot it read or fails (``CommitFailedException``; ``ValidationException`` if
-pyiceberg's serializable check sees a concurrent append in the partition). On failure the
-whole job runs again from a fresh read – never with the rows read before the conflict, which
-would silently delete the concurrent candles. Output files are sorted by the table's range
-column and written in small row groups, so range reads stay cheap.
-
-**Snapshot expiry.** Keeps the newest ``keep_snapshots`` snapshots of the current branch, every
-branch or tag head, every snapshot that was current less than ``reader_grace_seconds`` ago (a
-reader that loaded the table just before a commit can still plan on it), and every snapshot
-that removed files (a compaction) for ``retention_seconds`` after it was committed; the rest are
-expired in one metadata commit. Then the files only the expired snapshots referenced – manifest
-lists, manifests and data files no manifest of a live snapshot mentions in any state – are
-deleted. A data file replaced by a compaction is still mentioned (as deleted) by the
-compaction's snapshot, so it stays on disk for at least ``retention_seconds``: a reader planned
-on an older snapshot still finds its files. Our own reads also reload and read again if a file
-vanishes under them. Time-based retention alone would not do: at a few commits a second, five
-minutes of snapshots make every commit slow (pyiceberg copies the whole metadata per commit).
-
-Both jobs run on the warehouse's committer thread (all writes go through it): automatically
-after commits (see :class:`MaintenancePolicy` and ``Warehouse``), and from
-``dexorder-feeds compact`` (:func:`run_maintenance`).
+How it works inside: docs/internals.md, "Compaction and snapshot expiry".
 """
 
 from __future__ import annotations
@@ -44,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from .schema import TABLE_LAYOUTS, row_filter
+
 if TYPE_CHECKING:
     from .warehouse import Warehouse
 
@@ -56,7 +28,6 @@ __all__ = [
     "compact_table",
     "expire_snapshots",
     "run_maintenance",
-    "compact_warehouse",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,14 +88,6 @@ class ExpiryResult:
     files_deleted: int
 
 
-def _partition_filter(partition: Mapping[str, Any]) -> Any:
-    """``col = value AND …`` for every partition column (everything for an unpartitioned table)."""
-    from pyiceberg.expressions import AlwaysTrue, And, EqualTo
-
-    terms = [EqualTo(name, value) for name, value in partition.items()]
-    if not terms:
-        return AlwaysTrue()
-    return terms[0] if len(terms) == 1 else And(*terms)
 
 
 def _dedup_sorted(rows: pa.Table, keys: tuple[str, ...], sort_by: str | None) -> pa.Table:
@@ -151,10 +114,9 @@ def compact_partition(warehouse: Warehouse, table_name: str, partition: Mapping[
     ``min_files`` files. Never loses a row: a concurrent commit makes the overwrite fail and
     the job start over from a fresh read.
     """
-    from .warehouse import TABLE_LAYOUTS
 
     layout = TABLE_LAYOUTS[table_name]
-    row_filter = _partition_filter(partition)
+    partition_filter = row_filter(partition)
 
     def attempt() -> CompactionResult | None:
         table = warehouse.load_table(table_name)
@@ -169,11 +131,11 @@ def compact_partition(warehouse: Warehouse, table_name: str, partition: Mapping[
             log.warning("%s %s held %d duplicate rows; compaction keeps one of each",
                         table_name, key, rows.num_rows - compacted.num_rows)
         # The same Table the rows were read from: the commit requires that snapshot.
-        table.overwrite(compacted, overwrite_filter=row_filter)
+        table.overwrite(compacted, overwrite_filter=partition_filter)
         after = warehouse.reader.plan(table).partition_files(key)
         return CompactionResult(table_name, key, len(files), len(after), rows.num_rows, compacted.num_rows)
 
-    result = warehouse._commit(f"compacting {table_name} {dict(partition)}", attempt)
+    result = warehouse.commit(f"compacting {table_name} {dict(partition)}", attempt)
     if result is not None:
         log.info("compacted %s %s: %d files -> %d, %d rows", table_name, result.partition,
                  result.files_before, result.files_after, result.rows_after)
@@ -184,7 +146,6 @@ def compact_table(warehouse: Warehouse, table_name: str, *, min_files: int = 2,
                   small_file_rows: int | None = None) -> list[CompactionResult]:
     """Compact every partition of a table holding at least ``min_files`` files (of fewer than
     ``small_file_rows`` rows, if given). Call it on the committer thread."""
-    from .warehouse import TABLE_LAYOUTS
 
     layout = TABLE_LAYOUTS[table_name]
     table = warehouse.load_table(table_name)
@@ -211,7 +172,7 @@ def expire_snapshots(warehouse: Warehouse, table_name: str, *, keep_snapshots: i
     """Expire old snapshots of a table and delete the files only they referenced.
 
     Call it on the committer thread. Returns None when fewer than ``min_expired`` snapshots
-    may go. See the module docstring for what is kept.
+    may go. See docs/internals.md for what is kept.
     """
     from pyiceberg.table.snapshots import Operation
 
@@ -261,7 +222,7 @@ def expire_snapshots(warehouse: Warehouse, table_name: str, *, keep_snapshots: i
         table.maintenance.expire_snapshots().by_ids(sorted(expired_ids)).commit()
         return ExpiryResult(table_name, len(expired), len(live), len(garbage)), garbage
 
-    outcome = warehouse._commit(f"expiring snapshots of {table_name}", attempt)
+    outcome = warehouse.commit(f"expiring snapshots of {table_name}", attempt)
     if outcome is None:
         return None
     result, garbage = outcome
@@ -287,7 +248,6 @@ def run_maintenance(warehouse: Warehouse, *, tables: Iterable[str] | None = None
     What ``dexorder-feeds compact`` runs. The jobs run on the warehouse's committer thread;
     this call blocks until they are done.
     """
-    from .warehouse import TABLE_LAYOUTS
 
     policy = warehouse.maintenance
     keep = policy.keep_snapshots if keep_snapshots is None else keep_snapshots
@@ -307,29 +267,3 @@ def run_maintenance(warehouse: Warehouse, *, tables: Iterable[str] | None = None
         return compacted, expired
 
     return warehouse.committer.submit(job).result()
-
-
-def compact_warehouse(
-    iceberg_catalog_uri: str | None = None,
-    namespace: str | None = None,
-    *,
-    catalog_properties: Mapping[str, Any] | None = None,
-    min_files: int = 2,
-    keep_snapshots: int | None = None,
-    retention_seconds: float | None = None,
-) -> tuple[list[CompactionResult], list[ExpiryResult]]:
-    """Open the configured warehouse (arguments, environment, config file, as for a client)
-    and run :func:`run_maintenance` on it with a committer of its own."""
-    from .catalog import open_catalog
-    from ..config import resolve_settings
-    from .warehouse import Warehouse
-
-    settings = resolve_settings(iceberg_catalog_uri=iceberg_catalog_uri, namespace=namespace,
-                                catalog_properties=dict(catalog_properties) if catalog_properties else None)
-    warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri, settings.catalog_properties),
-                          settings.namespace, maintenance=MANUAL)
-    try:
-        return run_maintenance(warehouse, min_files=min_files, keep_snapshots=keep_snapshots,
-                               retention_seconds=retention_seconds)
-    finally:
-        warehouse.close()

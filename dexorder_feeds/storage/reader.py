@@ -1,44 +1,14 @@
 """Cached reads of the warehouse's Iceberg tables, close to what pyarrow alone can do.
 
-A naive ``table.scan(row_filter=...).to_arrow()`` loads the table, walks every manifest of the
-snapshot and opens every matching Parquet file, each time: ~15–90 ms for one week of candles,
-growing with every gap fill. :class:`TableReader` keeps what does not change between reads and
-checks on every read that it has not changed:
-
-1. **Tables**, per thread (a pyiceberg ``Table`` is never shared between threads). Every read
-   asks the catalog for the tables' current ``metadata_location`` – one ``SELECT`` on the SQL
-   catalog's ``iceberg_tables`` (~0.01–0.1 ms) – and reloads a table only when it moved; the
-   parsed metadata of a location is shared, so one parse serves every thread. Other catalogs
-   have no cheap check, so their tables are loaded on every read.
-2. **Plans**, per snapshot (immutable, so shared between threads; the last 64 kept): the live
-   data files of each partition with their column bounds. A snapshot reached from a cached one
-   by appends only is planned from that plan plus the files each append added (one manifest
-   list and one manifest read per append), anything else by walking its manifests once.
-3. **Parquet footers**, per data file (data files are immutable): the file metadata and the
-   per-row-group min/max of the range column, so a read opens no footer.
-4. **Decoded row groups** of small reads (at most :data:`CACHED_READ_ROW_GROUPS` row groups of
-   a file), in an LRU bounded in bytes (``row_group_cache_bytes``, 64 MB by default; 0 turns it
-   off): a backtest that asks for the same weeks again decodes nothing. Bulk reads bypass it.
-   Immutable files make it as fresh as the plan that picks the files.
-
-A read takes the partition's files whose bounds overlap the range, the row groups whose
-statistics overlap it, reads them with pyarrow and cuts the exact range. Snapshots holding
-delete files, another partition spec or a non-Parquet file fall back to pyiceberg's own scan.
-Nothing read can be stale: the plan used is always the plan of the snapshot the catalog names
-at the start of the read.
-
-Files removed by compaction stay on disk until snapshot expiry deletes them (see
-:mod:`dexorder_feeds.storage.maintenance`); a read that still races with such a delete gets
-:class:`FileNotFoundError`, and :meth:`TableReader.retrying` reloads and reads again.
+How it works inside: docs/internals.md, "The read path".
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,56 +16,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._pyiceberg_shortcuts import (
+    PlannedFile,
+    SnapshotPlan,
+    SqlMetadataLocations,
+    plan_appends,
+    plan_snapshot,
+    table_from_metadata,
+)
+
 __all__ = ["TableReader", "SnapshotPlan", "PlannedFile"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_MAX_INCREMENTAL_STEPS = 32
 _PLANS_KEPT = 64
 _METADATA_KEPT = 16
 _FOOTER_CACHE_FILES = 4096
 _MEMO_ENTRIES = 4096
 _READ_ATTEMPTS = 4
 _THREADED_READ_ROWS = 200_000
-_LOCATIONS_QMARK = ("SELECT table_name, metadata_location FROM iceberg_tables "
-                    "WHERE catalog_name = ? AND table_namespace = ?")
-_LOCATIONS_NAMED = ("SELECT table_name, metadata_location FROM iceberg_tables "
-                    "WHERE catalog_name = :catalog AND table_namespace = :namespace")
 CACHED_READ_ROW_GROUPS = 4
 DEFAULT_ROW_GROUP_CACHE_BYTES = 64 << 20
-
-
-@dataclass(frozen=True)
-class PlannedFile:
-    """One live data file of a snapshot, with the raw Iceberg column bounds by field id."""
-
-    path: str
-    record_count: int
-    lower_bounds: Mapping[int, bytes]
-    upper_bounds: Mapping[int, bytes]
-
-    def long_bounds(self, field_id: int) -> tuple[int, int] | None:
-        """The ``(min, max)`` of a ``long`` column, or None if the file does not say."""
-        lo, hi = self.lower_bounds.get(field_id), self.upper_bounds.get(field_id)
-        if lo is None or hi is None:
-            return None
-        return int.from_bytes(lo, "little", signed=True), int.from_bytes(hi, "little", signed=True)
-
-
-@dataclass(frozen=True)
-class SnapshotPlan:
-    """The live data files of one snapshot, by partition (a tuple of partition values)."""
-
-    table_uuid: str
-    snapshot_id: int | None
-    files: Mapping[tuple, tuple[PlannedFile, ...]]
-    direct: bool
-    """False when pyarrow alone cannot read the snapshot (delete files, foreign layout)."""
-
-    def partition_files(self, partition: tuple) -> tuple[PlannedFile, ...]:
-        return self.files.get(partition, ())
 
 
 @dataclass
@@ -106,17 +49,13 @@ class _Footer:
     row_group_bounds: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _partition_key(record: Any) -> tuple:
-    return tuple(record[i] for i in range(len(record)))
-
-
 def _plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([field.remove_metadata() for field in schema])
 
 
 class TableReader:
     """Reads one namespace's tables through per-thread tables, per-snapshot plans, cached
-    Parquet footers and decoded row groups (see the module docstring). ``load_table`` loads a
+    Parquet footers and decoded row groups (see docs/internals.md). ``load_table`` loads a
     fresh ``Table`` by name. Thread-safe: tables are per thread, everything shared is immutable
     or behind a lock."""
 
@@ -135,47 +74,12 @@ class TableReader:
         self._row_groups: OrderedDict[tuple, pa.Table] = OrderedDict()
         self._row_group_bytes = 0
         self.row_group_cache_bytes = row_group_cache_bytes
-        self._engine = self._sql_engine(catalog)
+        self._locations = SqlMetadataLocations(catalog, namespace)
 
     # -- tables ---------------------------------------------------------------------------
-    @staticmethod
-    def _sql_engine(catalog: Any) -> Any:
-        try:
-            from pyiceberg.catalog.sql import SqlCatalog
-        except ImportError:  # pragma: no cover - the sql extra is a dependency
-            return None
-        return catalog.engine if isinstance(catalog, SqlCatalog) else None
-
     def metadata_locations(self) -> dict[str, str] | None:
-        """Current ``metadata_location`` of every table of the namespace (SQL catalogs), else None.
-
-        On SQLite the query runs on a connection of this thread's own, outside SQLAlchemy's
-        pool (~10 µs instead of ~90 µs); other databases go through the catalog's engine.
-        """
-        if self._engine is None:
-            return None
-        from pyiceberg.catalog import Catalog
-
-        namespace = Catalog.namespace_to_string(Catalog.identifier_to_tuple(self.namespace))
-        if self._engine.dialect.name == "sqlite":
-            rows = self._sqlite().execute(_LOCATIONS_QMARK, (self.catalog.name, namespace)).fetchall()
-        else:
-            from sqlalchemy import text
-
-            with self._engine.connect() as connection:
-                rows = connection.execute(text(_LOCATIONS_NAMED), {"catalog": self.catalog.name,
-                                                                   "namespace": namespace}).all()
-        return {name: location for name, location in rows if location}
-
-    def _sqlite(self) -> Any:
-        """This thread's DB-API connection to the SQLite catalog (new after a fork)."""
-        held = self._local.__dict__.get("sqlite")
-        if held is None or held[0] != os.getpid():
-            dialect = self._engine.dialect
-            cargs, cparams = dialect.create_connect_args(self._engine.url)
-            held = (os.getpid(), dialect.loaded_dbapi.connect(*cargs, **cparams))
-            self._local.sqlite = held
-        return held[1]
+        """Current ``metadata_location`` of every table of the namespace (SQL catalogs), else None."""
+        return self._locations.read()
 
     def tables(self, *names: str) -> tuple[Any, ...]:
         """This thread's ``Table`` for each name, reloaded if the catalog moved it.
@@ -198,13 +102,11 @@ class TableReader:
 
     def _table_at(self, name: str, location: str | None) -> Any:
         """A new ``Table`` for this thread, from shared parsed metadata when ``location`` is known."""
-        from pyiceberg.table import Table
-
         with self._lock:
             shared = self._metadata.get(location) if location is not None else None
-        if shared is not None:
+        if shared is not None and location is not None:
             metadata, io, identifier = shared
-            return Table(identifier=identifier, metadata=metadata, metadata_location=location, io=io, catalog=self.catalog)
+            return table_from_metadata(self.catalog, identifier, metadata, location, io)
         table = self._load_table(name)
         self.adopt(table)
         return table
@@ -249,83 +151,16 @@ class TableReader:
         if snapshot is None:
             plan = SnapshotPlan(uuid, None, {}, True)
         else:
-            plan = self._incremental_plan(table, snapshot) or self._full_plan(table, snapshot)
+            plan = plan_appends(table, snapshot, lambda snapshot_id: self._cached_plan(uuid, snapshot_id)) or plan_snapshot(table, snapshot)
         with self._lock:
             self._plans[(uuid, snapshot_id)] = plan
             while len(self._plans) > _PLANS_KEPT:
                 self._plans.popitem(last=False)
         return plan
 
-    def _full_plan(self, table: Any, snapshot: Any) -> SnapshotPlan:
-        from pyiceberg.manifest import ManifestContent
-        from pyiceberg.utils.concurrent import ExecutorFactory
-
-        io = table.io
-        manifests = snapshot.manifests(io)
-        direct = all(m.content == ManifestContent.DATA for m in manifests)
-        data_manifests = [m for m in manifests if m.content == ManifestContent.DATA]
-        if len(data_manifests) > 1:
-            entry_lists = list(ExecutorFactory.get_or_create().map(lambda m: m.fetch_manifest_entry(io), data_manifests))
-        else:
-            entry_lists = [m.fetch_manifest_entry(io) for m in data_manifests]
-        files: dict[tuple, list[PlannedFile]] = defaultdict(list)
-        direct = self._collect(table, (e for entries in entry_lists for e in entries), files) and direct
-        return SnapshotPlan(str(table.metadata.table_uuid), snapshot.snapshot_id,
-                            {k: tuple(v) for k, v in files.items()}, direct)
-
-    def _incremental_plan(self, table: Any, snapshot: Any) -> SnapshotPlan | None:
-        """The plan of the nearest cached ancestor plus the files added by the append snapshots
-        since; None if there is none within reach or a snapshot in between did more than append."""
-        from pyiceberg.manifest import ManifestContent, ManifestEntryStatus
-        from pyiceberg.table.snapshots import Operation
-
-        uuid = str(table.metadata.table_uuid)
-        chain: list[Any] = []
-        current = snapshot
-        base: SnapshotPlan | None = None
-        while current is not None:
-            with self._lock:
-                base = self._plans.get((uuid, current.snapshot_id))
-            if base is not None:
-                break
-            if len(chain) >= _MAX_INCREMENTAL_STEPS or current.summary is None or current.summary.operation != Operation.APPEND:
-                return None
-            chain.append(current)
-            current = table.metadata.snapshot_by_id(current.parent_snapshot_id) if current.parent_snapshot_id else None
-        if base is None or not base.direct:
-            return None
-        files: dict[tuple, list[PlannedFile]] = defaultdict(list, {k: list(v) for k, v in base.files.items()})
-        io = table.io
-        for step in reversed(chain):
-            added = []
-            for manifest in step.manifests(io):
-                if manifest.added_snapshot_id != step.snapshot_id or not manifest.has_added_files():
-                    continue
-                if manifest.content != ManifestContent.DATA:
-                    return None
-                added += [e for e in manifest.fetch_manifest_entry(io)
-                          if e.status == ManifestEntryStatus.ADDED and e.snapshot_id == step.snapshot_id]
-            if not self._collect(table, added, files):
-                return None
-        return SnapshotPlan(base.table_uuid, snapshot.snapshot_id, {k: tuple(v) for k, v in files.items()}, True)
-
-    @staticmethod
-    def _collect(table: Any, entries: Iterable[Any], files: dict[tuple, list[PlannedFile]]) -> bool:
-        """Add data-file entries to ``files``; False if one cannot be read by pyarrow alone."""
-        from pyiceberg.manifest import DataFileContent, FileFormat
-
-        spec_id = table.metadata.default_spec_id
-        direct = True
-        for entry in entries:
-            data_file = entry.data_file
-            if (data_file.content != DataFileContent.DATA or data_file.file_format != FileFormat.PARQUET
-                    or data_file.spec_id != spec_id):
-                direct = False
-            files[_partition_key(data_file.partition)].append(PlannedFile(
-                data_file.file_path, data_file.record_count,
-                dict(data_file.lower_bounds or {}), dict(data_file.upper_bounds or {}),
-            ))
-        return direct
+    def _cached_plan(self, uuid: str, snapshot_id: int) -> SnapshotPlan | None:
+        with self._lock:
+            return self._plans.get((uuid, snapshot_id))
 
     # -- derived values -------------------------------------------------------------------
     def memo(self, table: Any, key: Hashable, compute: Callable[[], T]) -> T:
@@ -422,16 +257,9 @@ class TableReader:
     def _scan(self, table: Any, plan: SnapshotPlan, partition: Mapping[str, Any], range_column: str | None,
               start: int | None, stop: int | None, columns: Sequence[str] | None) -> pa.Table:
         """pyiceberg's own scan of the same snapshot (delete files, foreign layouts)."""
-        from pyiceberg.expressions import AlwaysTrue, And, EqualTo, GreaterThanOrEqual, LessThan
+        from .schema import row_filter
 
-        row_filter: Any = AlwaysTrue()
-        for name, value in partition.items():
-            row_filter = And(row_filter, EqualTo(name, value))
-        if range_column is not None and start is not None:
-            row_filter = And(row_filter, GreaterThanOrEqual(range_column, start))
-        if range_column is not None and stop is not None:
-            row_filter = And(row_filter, LessThan(range_column, stop))
-        scan = table.scan(row_filter=row_filter, snapshot_id=plan.snapshot_id,
+        scan = table.scan(row_filter=row_filter(partition, range_column, start, stop), snapshot_id=plan.snapshot_id,
                           selected_fields=tuple(columns) if columns else ("*",))
         result = scan.to_arrow()
         if range_column is not None and result.num_rows:

@@ -1,39 +1,6 @@
 """The Iceberg warehouse: table layout, reads, and the single committer that writes.
 
-Tables (namespace ``trading`` by default):
-
-``ohlc``
-    The candles, columns exactly the seed's return frame: ``ticker``, ``period_seconds``,
-    ``timestamp`` (µs, start of the period), ``open``/``high``/``low``/``close``/``volume``
-    (required integers) and ``buy_vol``/``sell_vol``/``open_interest`` (integers, null where the
-    source does not know them). **Partitioned by identity(ticker), identity(period_seconds)**: a
-    fetch always names one ticker and one period, so planning drops every other partition's
-    files at once. **Sorted by timestamp** within each file, and each gap fill writes the range
-    it filled, so the per-file min/max statistics of ``timestamp`` prune the files of a
-    partition that lie outside the asked range. Time transforms were rejected: ``month``/``day``
-    refuse a ``long`` column and ``truncate``/``bucket`` do not narrow a µs range.
-``markets``
-    ``ticker`` → ``price_decimals``, ``volume_decimals`` (first write wins, never changed).
-``coverage``
-    Every range the historian ingested, also the empty ones: ``ticker``, ``period_seconds``,
-    ``start_time`` (first candle, inclusive) and ``end_time`` (exclusive), ``row_count``,
-    ``request_id``, ``ingested_at``. Partitioned like ``ohlc``.
-
-Files are written in row groups of 4,096 rows (a week of hourly candles touches one or two)
-with LZ4 (decodes twice as fast as pyiceberg's default zstd; files ~35% larger). Every table
-commits with ``commit.retry.num-retries=0``: a conflict always comes back to
-:meth:`Warehouse._commit`, which re-reads, so nothing is ever rebased onto rows it did not see.
-
-Reads go through a :class:`~dexorder_feeds.storage.reader.TableReader`: per-thread tables checked
-against the catalog's ``metadata_location`` on every read, plans cached per snapshot, Parquet
-row groups read directly. Threads: a pyiceberg ``Table`` is never shared between threads (doing
-so silently loses appends). Every write goes through the :class:`Committer`, one thread per
-warehouse per process, which checks before each commit that its table is the catalog's current
-one (reloading it if not), retries conflicts with back-off, and recomputes what to write from a
-fresh read each time (a retried write never reuses rows read before the conflict). After a
-commit that crosses a threshold of the warehouse's
-:class:`~dexorder_feeds.storage.maintenance.MaintenancePolicy`, the committer also compacts the
-partition or expires old snapshots (see :mod:`dexorder_feeds.storage.maintenance`).
+How it works inside: docs/internals.md, "The warehouse".
 """
 
 from __future__ import annotations
@@ -58,104 +25,34 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
 from .reader import TableReader
+from .schema import (
+    CANDLE_COLUMNS,
+    CANDLES_TABLE,
+    COVERAGE_TABLE,
+    MARKETS_TABLE,
+    ROW_GROUP_ROWS,
+    TABLE_LAYOUTS,
+    TABLE_PROPERTIES,
+    TableLayout,
+    candle_arrow_schema,
+    row_filter,
+    table_schemas,
+    ticker_period_spec,
+)
 
-__all__ = ["Warehouse", "Committer", "CANDLE_COLUMNS", "TABLE_LAYOUTS", "TableLayout", "candle_arrow_schema"]
+__all__ = ["Warehouse", "Committer", "CANDLE_COLUMNS", "ROW_GROUP_ROWS", "TABLE_LAYOUTS", "TableLayout", "candle_arrow_schema"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CANDLES_TABLE = "ohlc"
-MARKETS_TABLE = "markets"
-COVERAGE_TABLE = "coverage"
-CANDLE_COLUMNS = (
-    "ticker", "period_seconds", "timestamp", "open", "high", "low", "close",
-    "volume", "buy_vol", "sell_vol", "open_interest",
-)
-_REQUIRED_CANDLE_COLUMNS = CANDLE_COLUMNS[:8]
 _COMMIT_ATTEMPTS = 8
-ROW_GROUP_ROWS = 4096
-
-
-@dataclass(frozen=True)
-class TableLayout:
-    """How a table is partitioned, which column its files are sorted by (and range reads cut),
-    and which columns compaction keeps unique within a partition."""
-
-    partition_by: tuple[str, ...]
-    sort_by: str | None
-    unique_by: tuple[str, ...]
-
-
-TABLE_LAYOUTS: dict[str, TableLayout] = {
-    CANDLES_TABLE: TableLayout(("ticker", "period_seconds"), "timestamp", ("timestamp",)),
-    COVERAGE_TABLE: TableLayout(("ticker", "period_seconds"), "start_time", ()),
-    MARKETS_TABLE: TableLayout((), "updated_at", ()),
-}
-
-# Every table: conflicts come back to Warehouse._commit (pyiceberg's own retry would rebase a
-# write onto a snapshot its duplicate check never read); manifests merged; old metadata files
-# deleted; full ticker statistics so a partition overwrite drops whole files.
-_TABLE_PROPERTIES = {
-    "commit.retry.num-retries": "0",
-    "commit.manifest-merge.enabled": "true",
-    "commit.manifest.min-count-to-merge": "16",
-    "write.metadata.delete-after-commit.enabled": "true",
-    "write.metadata.previous-versions-max": "20",
-    "write.metadata.metrics.column.ticker": "full",
-    "write.parquet.row-group-limit": str(ROW_GROUP_ROWS),
-    "write.parquet.compression-codec": "lz4",
-}
 
 
 class _FileVanished(Exception):
     """A file a write attempt read was deleted under it (snapshot expiry): run it again."""
 
 
-def _schemas() -> dict[str, Any]:
-    from pyiceberg.schema import Schema
-    from pyiceberg.types import IntegerType, LongType, NestedField, StringType
-
-    candles = Schema(
-        *[
-            NestedField(i + 1, name, StringType() if name == "ticker" else LongType(),
-                        required=name in _REQUIRED_CANDLE_COLUMNS)
-            for i, name in enumerate(CANDLE_COLUMNS)
-        ],
-        identifier_field_ids=[1, 2, 3],
-    )
-    markets = Schema(
-        NestedField(1, "ticker", StringType(), required=True),
-        NestedField(2, "price_decimals", IntegerType(), required=True),
-        NestedField(3, "volume_decimals", IntegerType(), required=True),
-        NestedField(4, "source", StringType(), required=False),
-        NestedField(5, "updated_at", LongType(), required=True),
-    )
-    coverage = Schema(
-        NestedField(1, "ticker", StringType(), required=True),
-        NestedField(2, "period_seconds", LongType(), required=True),
-        NestedField(3, "start_time", LongType(), required=True),
-        NestedField(4, "end_time", LongType(), required=True),
-        NestedField(5, "row_count", LongType(), required=True),
-        NestedField(6, "request_id", StringType(), required=False),
-        NestedField(7, "ingested_at", LongType(), required=True),
-    )
-    return {CANDLES_TABLE: candles, MARKETS_TABLE: markets, COVERAGE_TABLE: coverage}
-
-
-def _ticker_period_spec(schema: Any) -> Any:
-    from pyiceberg.partitioning import PartitionField, PartitionSpec
-    from pyiceberg.transforms import IdentityTransform
-
-    return PartitionSpec(
-        PartitionField(schema.find_field("ticker").field_id, 1000, IdentityTransform(), "ticker"),
-        PartitionField(schema.find_field("period_seconds").field_id, 1001, IdentityTransform(), "period_seconds"),
-    )
-
-
-def candle_arrow_schema() -> pa.Schema:
-    """The Arrow schema of the ``ohlc`` table (and of a fetch's result)."""
-    return _schemas()[CANDLES_TABLE].as_arrow()
 
 
 @contextlib.contextmanager
@@ -246,10 +143,10 @@ class Warehouse:
 
             with contextlib.suppress(NamespaceAlreadyExistsError):
                 self.catalog.create_namespace_if_not_exists(self.namespace)
-            for name, schema in _schemas().items():
-                kwargs: dict[str, Any] = {"properties": dict(_TABLE_PROPERTIES)}
+            for name, schema in table_schemas().items():
+                kwargs: dict[str, Any] = {"properties": dict(TABLE_PROPERTIES)}
                 if name in (CANDLES_TABLE, COVERAGE_TABLE):
-                    kwargs["partition_spec"] = _ticker_period_spec(schema)
+                    kwargs["partition_spec"] = ticker_period_spec(schema)
                 sort_by = TABLE_LAYOUTS[name].sort_by
                 if sort_by is not None:
                     sort_id = schema.find_field(sort_by).field_id
@@ -264,7 +161,7 @@ class Warehouse:
                         table = self.catalog.create_table_if_not_exists(self.identifier(name), schema=schema, **kwargs)
                     except TableAlreadyExistsError:
                         table = self.catalog.load_table(self.identifier(name))
-                missing = {k: v for k, v in _TABLE_PROPERTIES.items() if k not in table.properties}
+                missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
                 if missing:
                     with contextlib.suppress(CommitFailedException):  # another process is doing it
                         table.transaction().set_properties(missing).commit_transaction()
@@ -346,13 +243,11 @@ class Warehouse:
 
     def read_coverage_table(self, ticker: str | None = None) -> pa.Table:
         """Every coverage row (optionally of one ticker), for listings."""
-        from pyiceberg.expressions import AlwaysTrue, EqualTo
-
         def read() -> pa.Table:
             (table,) = self._tables(COVERAGE_TABLE)
             if table.current_snapshot() is None:
-                return _schemas()[COVERAGE_TABLE].as_arrow().empty_table()
-            return table.scan(row_filter=EqualTo("ticker", ticker) if ticker else AlwaysTrue()).to_arrow()
+                return table_schemas()[COVERAGE_TABLE].as_arrow().empty_table()
+            return table.scan(row_filter=row_filter({"ticker": ticker} if ticker else {})).to_arrow()
 
         with translate_errors("reading coverage", self.catalog.properties):
             return self.reader.retrying(read)
@@ -391,7 +286,7 @@ class Warehouse:
         if committer is not None:
             committer.close()
 
-    def _commit(self, description: str, attempt: Callable[[], T]) -> T:
+    def commit(self, description: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` (which must re-read what it needs) until its commit succeeds."""
         from pyiceberg.exceptions import CommitFailedException, ValidationException
 
@@ -434,7 +329,7 @@ class Warehouse:
             self._after_commit(MARKETS_TABLE, table, ())
             return market
 
-        return self._commit(f"storing market {market.ticker}", attempt)
+        return self.commit(f"storing market {market.ticker}", attempt)
 
     def append_new_candles(
         self, ticker: str, period_seconds: int, interval: Interval, candles: pa.Table
@@ -448,7 +343,7 @@ class Warehouse:
         def attempt() -> tuple[int, int]:
             # Read and append through the same Table (this thread's, reloaded if the catalog
             # moved): the append then requires the snapshot the duplicate check read, and a
-            # concurrent commit makes it fail (no rebase, see _TABLE_PROPERTIES) so the retry
+            # concurrent commit makes it fail (no rebase, see TABLE_PROPERTIES) so the retry
             # re-reads instead of appending stale rows.
             (table,) = self._tables(CANDLES_TABLE)
             stored = self._candles_in(table, ticker, period_seconds, interval)
@@ -461,7 +356,7 @@ class Warehouse:
             self._after_commit(CANDLES_TABLE, table, (ticker, period_seconds))
             return fresh.num_rows, stored.num_rows + fresh.num_rows
 
-        return self._commit(f"writing candles of {ticker}", attempt)
+        return self.commit(f"writing candles of {ticker}", attempt)
 
     def record_coverage(self, ticker: str, period_seconds: int, interval: Interval, row_count: int, request_id: str) -> None:
         """Record that ``interval`` was ingested (also when it held no candles)."""
@@ -477,7 +372,7 @@ class Warehouse:
             table.append(row)
             self._after_commit(COVERAGE_TABLE, table, (ticker, period_seconds))
 
-        self._commit(f"recording coverage of {ticker}", attempt)
+        self.commit(f"recording coverage of {ticker}", attempt)
 
     # -- automatic maintenance ------------------------------------------------------------
     def _after_commit(self, name: str, table: Any, partition: tuple) -> None:

@@ -1,31 +1,6 @@
 """The exceptions dexorder-feeds raises.
 
-Every error derives from :class:`DexOrderError`, and each also derives from the built-in
-exception the seed API promises, so ``except TimeoutError:``, ``except ValueError:`` and
-``except ConnectionError:`` keep working::
-
-    DexOrderError
-    ├── InvalidRequestError (ValueError)       bad input from the caller
-    │   ├── InvalidTickerError                 malformed ticker, unknown exchange
-    │   ├── InvalidPeriodError                 period not a positive whole number of seconds
-    │   ├── InvalidTimeRangeError              start after end, seconds/ms instead of µs
-    │   └── UnknownSourceError                 no ingest source serves this exchange
-    ├── RequestFailedError (ValueError)        the historian answered status ERROR
-    ├── DataError (ValueError)                 candle data cannot be stored or read faithfully
-    │   ├── SourceFormatError                  a user file is malformed (names file and line)
-    │   ├── PrecisionError                     values finer than the market's stored decimals
-    │   ├── InvalidCandleError                 a candle whose high/low/prices/volume are impossible
-    │   └── FillRatioError                     an adapter filled more candles than max_fill_ratio
-    ├── ProtocolError (ValueError)             a frame that is not a valid wire message
-    ├── RelayUnavailableError (ConnectionError) the relay does not answer
-    ├── RequestTimeoutError (TimeoutError)     no completion notification in time
-    ├── WarehouseError (OSError)               the Iceberg catalog or its storage failed
-    ├── ClientClosedError (RuntimeError)       a closed client was used
-    └── MissingDependencyError (ImportError)   an optional extra is not installed
-
-Backend errors are translated where they arise: pyiceberg, SQL and OS errors in
-:func:`dexorder_feeds.storage.warehouse.translate_errors`, zmq conditions in the HistoryClient; the
-messages say what happened and what to do, and never contain credentials.
+How it works inside: docs/internals.md, "The exception tree".
 """
 
 from __future__ import annotations

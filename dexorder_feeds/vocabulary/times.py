@@ -10,13 +10,16 @@ from __future__ import annotations
 import re
 import time
 from datetime import date, datetime, timezone
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from .errors import InvalidPeriodError, InvalidTimeRangeError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["TimeLike", "PeriodLike", "to_micros", "parse_period", "now_micros", "format_micros"]
 
-TimeLike = Union[int, str, datetime, date, "pd.Timestamp"]  # noqa: F821 - pandas is imported lazily
+TimeLike = Union[int, str, datetime, date, "pd.Timestamp"]
 PeriodLike = Union[int, str]
 
 # Integer timestamps in microseconds fall between 1973 and 5138; anything else is almost
@@ -68,7 +71,7 @@ def to_micros(value: object, *, name: str = "time") -> int:
         return _check_integer_micros(int(value), name)
     type_name = type(value).__module__ + "." + type(value).__name__
     if type_name.startswith("numpy.") and hasattr(value, "dtype"):
-        if value.dtype.kind in "iu":  # type: ignore[attr-defined]
+        if value.dtype.kind in "iu":
             return _check_integer_micros(int(value), name)  # type: ignore[call-overload]
     if isinstance(value, float):
         raise InvalidTimeRangeError(

@@ -1,29 +1,6 @@
 """``ccxt:EXCHANGE`` – candles from a real exchange through ccxt (needs the network).
 
-``BINANCE:BTC/USDT`` at 3600 s becomes ``ccxt.binance().fetch_ohlcv("BTC/USDT", "1h", since=…)``,
-paged until the range is covered (each call returns at most ``page_limit`` candles; the next
-call starts one period after the last candle received), with ccxt's rate limiter on.
-
-- **Periods** map to the exchange's own timeframes (60 → ``1m``, 3600 → ``1h``, 86400 → ``1d``,
-  604800 → ``1w``, …). A period the exchange does not offer raises :class:`InvalidPeriodError`
-  naming the ones it does. Calendar-month and year timeframes are never used.
-- **Timestamps** are converted from ms to µs. Only candles with ``start <= timestamp < stop``
-  whose period has closed are returned. A candle that is not on a multiple of the period since
-  the epoch (Binance opens its weekly candles on Mondays) raises :class:`DataError`: the
-  warehouse stores epoch-aligned periods only.
-- **Decimals**: the market's precision from ``load_markets`` (``TICK_SIZE`` mode, e.g. 0.01 →
-  2 decimals, or ``DECIMAL_PLACES``), widened to the decimals the values actually carry
-  (volumes often have more than the amount step), at most 12, and narrowed only if the values
-  would not fit a 64-bit integer. Values are returned as exact ``Decimal`` s of ccxt's numbers.
-- **Taker volume**: for the Binance family, the klines' taker-buy base volume becomes
-  ``buy_vol`` and ``volume - buy_vol`` becomes ``sell_vol``; other exchanges give neither.
-- **Errors**: an unknown exchange id → :class:`UnknownSourceError`; a symbol the exchange does
-  not list → :class:`InvalidTickerError`; an unreachable exchange (``ccxt.NetworkError``) or a
-  refused request → :class:`RequestFailedError` saying which; ccxt not installed →
-  :class:`MissingDependencyError`.
-
-ccxt's synchronous exchange objects are not thread-safe, so calls to one exchange are
-serialised by a lock (they share one rate limit anyway).
+How it works inside: docs/internals.md, "The ccxt source".
 """
 
 from __future__ import annotations

@@ -1,43 +1,6 @@
 """``files:DIR`` – candles from CSV or Parquet files a user brings.
 
-Layout (names of the exchange and pair directories are matched case-insensitively)::
-
-    DIR/
-      BINANCE/                   the ticker's exchange
-        BTC-USDT/                BASE-QUOTE (BASE-QUOTE-SETTLE for derivatives)
-          1h.csv                 one file per period: the name is the period
-          1d.parquet             (1m, 15m, 1h, 4h, 1d, 1w or seconds such as 3600)
-          market.json            optional: {"price_decimals": 2, "volume_decimals": 5}
-
-A candle file is ``PERIOD.csv``, ``PERIOD.csv.gz`` or ``PERIOD.parquet`` where ``PERIOD`` is
-anything :func:`dexorder_feeds.vocabulary.times.parse_period` reads (``1h``, ``60m`` and ``3600`` all mean
-one hour; two files for the same period are an error). Other files are ignored.
-
-Columns (header names are case-insensitive, extra columns are ignored):
-
-- ``timestamp`` (or ``time``, ``datetime``, ``date``, ``open_time``): the start of the candle's
-  period, UTC. Either ISO 8601 text (``2025-01-01T00:00:00Z``; no offset means UTC) or an integer
-  epoch time whose unit is read from its size: below 10**11 seconds, below 10**14
-  milliseconds, below 10**17 microseconds, else nanoseconds (right for any date after 1973).
-  Every timestamp must lie on a period boundary (a multiple of the period since the epoch).
-- ``open, high, low, close, volume``: required, decimal text in natural units (``42000.15``).
-- ``buy_vol, sell_vol, open_interest``: optional; empty cells are missing values.
-
-CSV may be separated by ``,``, ``;`` or tabs (detected from the header line). Values are read
-as text and never pass through a float, so they are stored exactly. In Parquet, value columns
-may be strings, integers, decimals or floats (floats are read as their shortest decimal form),
-and the timestamp column may also be a timestamp or date type.
-
-Decimals: a market's decimals are a property of the pair, not of one file, so unless
-``market.json`` gives them they are the most decimal places seen for prices and for volumes in
-any of the pair's candle files. A ``market.json`` value narrower than the data is an error.
-
-Errors (:class:`SourceFormatError`) name the file and the CSV line (1-based, the header is
-line 1) or the Parquet row index. A pair or period without a file gives no candles (the
-historian remembers the range as empty); a missing ``DIR`` is an error.
-
-Parsed files are cached by (path, modification time, size), so repeated ranges do not re-read
-them; the source is safe to use from several threads.
+How it works inside: docs/internals.md, "The files source".
 """
 
 from __future__ import annotations
@@ -243,7 +206,7 @@ def _first(mask: np.ndarray) -> int:
 
 
 def _timestamps_micros(column: pa.Array, locator: _Locator) -> np.ndarray:
-    """A timestamp column as int64 µs since the epoch, UTC (see the module docstring)."""
+    """A timestamp column as int64 µs since the epoch, UTC (see docs/internals.md)."""
     if column.null_count:
         row = _first(column.is_null().to_numpy(zero_copy_only=False))
         raise locator.error(row, "empty timestamp")
@@ -331,9 +294,9 @@ def _decimal_places(text: pa.Array, name: str, locator: _Locator) -> np.ndarray:
     dot = pc.find_substring(filled, ".").to_numpy(zero_copy_only=False).astype(np.int64)
     places = np.where(dot >= 0, length - dot - 1, 0)
     has_exponent = pc.match_substring(filled, "e", ignore_case=True).to_numpy(zero_copy_only=False)
-    for row in np.flatnonzero(has_exponent):
-        exponent = Decimal(filled[int(row)].as_py()).as_tuple().exponent
-        places[row] = max(0, -int(exponent))  # type: ignore[arg-type]
+    for at in np.flatnonzero(has_exponent):
+        exponent = Decimal(filled[int(at)].as_py()).as_tuple().exponent
+        places[at] = max(0, -int(exponent))
     if places.size and places.max() > _MAX_DECIMALS:
         row = _first(places > _MAX_DECIMALS)
         raise locator.error(row, f"{name} value {text[row].as_py()!r} has more than {_MAX_DECIMALS} decimals")
@@ -439,7 +402,7 @@ def _empty_frame() -> pd.DataFrame:
 
 
 class FilesSource(IngestSource):
-    """Candles from a directory of CSV/Parquet files (layout in the module docstring)."""
+    """Candles from a directory of CSV/Parquet files (layout in docs/sources.md)."""
 
     name = "files"
 
@@ -521,7 +484,7 @@ class FilesSource(IngestSource):
             if hit is not None:
                 return hit
             log.debug("parsing %s", path)
-            parsed = _parse_file(path, period_seconds, (market[0], market[1]))  # type: ignore[arg-type]
+            parsed = _parse_file(path, period_seconds, (market[0], market[1]))
             with self._lock:
                 for stale in [k for k in self._cache if k[0] == path]:
                     del self._cache[stale]

@@ -1,0 +1,80 @@
+"""The relay's two sockets: a ROUTER for requests and an XPUB for notifications.
+
+Both are bound with the same limits against floods (backlog, largest message), heartbeats that
+drop dead peers (so a vanished subscriber's topic is released) and, when configured, CURVE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from ..auth import ServerCurve, configure_server_socket
+from ..vocabulary.errors import InvalidRequestError
+
+__all__ = [
+    "BoundSockets",
+    "bind_sockets",
+    "close_now",
+    "SOCKET_BACKLOG",
+    "MAX_MESSAGE_BYTES",
+    "NOTIFICATION_SNDHWM",
+    "FINAL_FLUSH_LINGER_MS",
+    "HEARTBEAT_IVL_MS",
+    "HEARTBEAT_TIMEOUT_MS",
+]
+
+SOCKET_BACKLOG = 1024
+MAX_MESSAGE_BYTES = 1 << 20  # libzmq disconnects a peer that sends a larger frame
+NOTIFICATION_SNDHWM = 10_000
+FINAL_FLUSH_LINGER_MS = 1000  # how long the last notifications may take to leave at shutdown
+HEARTBEAT_IVL_MS = 10_000
+HEARTBEAT_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class BoundSockets:
+    """The bound sockets and the endpoints they actually got (a wildcard port resolved)."""
+
+    router: zmq.asyncio.Socket
+    xpub: zmq.asyncio.Socket
+    relay_endpoint: str
+    notification_endpoint: str
+
+
+def bind_sockets(ctx: zmq.asyncio.Context, relay_endpoint: str, notification_endpoint: str,
+                 curve: ServerCurve | None) -> BoundSockets:
+    """Bind the ROUTER on ``relay_endpoint`` and the XPUB on ``notification_endpoint``.
+
+    Raises :class:`InvalidRequestError` saying which endpoint is taken (nothing stays open then).
+    """
+    router = ctx.socket(zmq.ROUTER)
+    xpub = ctx.socket(zmq.XPUB)
+    for sock in (router, xpub):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.BACKLOG, SOCKET_BACKLOG)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        configure_server_socket(sock, curve)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    xpub.setsockopt(zmq.SNDHWM, NOTIFICATION_SNDHWM)
+    for sock, endpoint, what in ((router, relay_endpoint, "relay"), (xpub, notification_endpoint, "notification")):
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            close_now(router, xpub)
+            raise InvalidRequestError(
+                f"cannot bind the {what} endpoint {endpoint!r}: {exc}; "
+                "is another relay running there? choose another address or port"
+            ) from None
+    return BoundSockets(router, xpub, router.getsockopt_string(zmq.LAST_ENDPOINT),
+                        xpub.getsockopt_string(zmq.LAST_ENDPOINT))
+
+
+def close_now(*sockets: zmq.asyncio.Socket | None) -> None:
+    """Close every socket not closed yet, dropping whatever it still holds (linger 0)."""
+    for sock in sockets:
+        if sock is not None and not sock.closed:
+            sock.close(linger=0)

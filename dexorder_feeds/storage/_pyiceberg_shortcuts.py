@@ -1,0 +1,197 @@
+"""The read path's shortcuts past pyiceberg's public API, all in one place.
+
+Each replaces a slow public call with a direct one that gives the same answer; tests in
+tests/test_pyiceberg_shortcuts.py hold every answer against pyiceberg's public scan. Why each
+one pays is in docs/internals.md, "The read path". On a pyiceberg upgrade, this is the file
+to check.
+
+- :class:`SqlMetadataLocations`: the current ``metadata_location`` of every table, straight from
+  a SQL catalog's ``iceberg_tables`` (instead of one ``load_table`` per table and read).
+- :func:`table_from_metadata`: a ``Table`` wrapped around metadata already parsed (instead of
+  reading and parsing the metadata file again for another thread).
+- :func:`plan_snapshot` / :func:`plan_appends`: a snapshot's live data files with their column
+  bounds, from its manifests (instead of ``plan_files`` per read), and incrementally from an
+  earlier plan when only appends came after it. A plan is ``direct`` only when pyarrow alone can
+  read its files; otherwise the reader hands the read back to pyiceberg's scan.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "PlannedFile", "SnapshotPlan", "SqlMetadataLocations", "table_from_metadata", "plan_snapshot",
+    "plan_appends", "MAX_INCREMENTAL_STEPS",
+]
+
+MAX_INCREMENTAL_STEPS = 32
+_LOCATIONS_QMARK = ("SELECT table_name, metadata_location FROM iceberg_tables "
+                    "WHERE catalog_name = ? AND table_namespace = ?")
+_LOCATIONS_NAMED = ("SELECT table_name, metadata_location FROM iceberg_tables "
+                    "WHERE catalog_name = :catalog AND table_namespace = :namespace")
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One live data file of a snapshot, with the raw Iceberg column bounds by field id."""
+
+    path: str
+    record_count: int
+    lower_bounds: Mapping[int, bytes]
+    upper_bounds: Mapping[int, bytes]
+
+    def long_bounds(self, field_id: int) -> tuple[int, int] | None:
+        """The ``(min, max)`` of a ``long`` column, or None if the file does not say."""
+        lo, hi = self.lower_bounds.get(field_id), self.upper_bounds.get(field_id)
+        if lo is None or hi is None:
+            return None
+        return int.from_bytes(lo, "little", signed=True), int.from_bytes(hi, "little", signed=True)
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """The live data files of one snapshot, by partition (a tuple of partition values)."""
+
+    table_uuid: str
+    snapshot_id: int | None
+    files: Mapping[tuple, tuple[PlannedFile, ...]]
+    direct: bool
+    """False when pyarrow alone cannot read the snapshot (delete files, foreign layout)."""
+
+    def partition_files(self, partition: tuple) -> tuple[PlannedFile, ...]:
+        return self.files.get(partition, ())
+
+
+class SqlMetadataLocations:
+    """Reads the current metadata locations of a namespace's tables from a SQL catalog."""
+
+    def __init__(self, catalog: Any, namespace: str) -> None:
+        from pyiceberg.catalog import Catalog
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        self.catalog = catalog
+        self.engine = catalog.engine if isinstance(catalog, SqlCatalog) else None
+        self.namespace = Catalog.namespace_to_string(Catalog.identifier_to_tuple(namespace))
+        self._local = threading.local()
+
+    @property
+    def available(self) -> bool:
+        return self.engine is not None
+
+    def read(self) -> dict[str, str] | None:
+        """``{table name: metadata_location}`` (None for a catalog that is not SQL).
+
+        On SQLite the query runs on a connection of this thread's own, outside SQLAlchemy's
+        pool (~10 µs instead of ~90 µs); other databases go through the catalog's engine.
+        """
+        if self.engine is None:
+            return None
+        if self.engine.dialect.name == "sqlite":
+            rows = self._sqlite().execute(_LOCATIONS_QMARK, (self.catalog.name, self.namespace)).fetchall()
+        else:
+            from sqlalchemy import text
+
+            with self.engine.connect() as connection:
+                rows = connection.execute(text(_LOCATIONS_NAMED), {"catalog": self.catalog.name,
+                                                                   "namespace": self.namespace}).all()
+        return {name: location for name, location in rows if location}
+
+    def _sqlite(self) -> Any:
+        """This thread's DB-API connection to the SQLite catalog (new after a fork)."""
+        held = self._local.__dict__.get("sqlite")
+        if held is None or held[0] != os.getpid():
+            engine = self.engine
+            assert engine is not None
+            cargs, cparams = engine.dialect.create_connect_args(engine.url)
+            dialect = engine.dialect
+            held = (os.getpid(), dialect.loaded_dbapi.connect(*cargs, **cparams))
+            self._local.sqlite = held
+        return held[1]
+
+
+def table_from_metadata(catalog: Any, identifier: Any, metadata: Any, location: str, io: Any) -> Any:
+    """A new ``Table`` around parsed (immutable) metadata another thread's table loaded."""
+    from pyiceberg.table import Table
+
+    return Table(identifier=identifier, metadata=metadata, metadata_location=location, io=io, catalog=catalog)
+
+
+def _partition_key(record: Any) -> tuple:
+    return tuple(record[i] for i in range(len(record)))
+
+
+def _collect(table: Any, entries: Iterable[Any], files: dict[tuple, list[PlannedFile]]) -> bool:
+    """Add data-file entries to ``files``; False if one cannot be read by pyarrow alone."""
+    from pyiceberg.manifest import DataFileContent, FileFormat
+
+    spec_id = table.metadata.default_spec_id
+    direct = True
+    for entry in entries:
+        data_file = entry.data_file
+        if (data_file.content != DataFileContent.DATA or data_file.file_format != FileFormat.PARQUET
+                or data_file.spec_id != spec_id):
+            direct = False
+        files[_partition_key(data_file.partition)].append(PlannedFile(
+            data_file.file_path, data_file.record_count,
+            dict(data_file.lower_bounds or {}), dict(data_file.upper_bounds or {}),
+        ))
+    return direct
+
+
+def plan_snapshot(table: Any, snapshot: Any) -> SnapshotPlan:
+    """Every live data file of ``snapshot``, read from all its manifests."""
+    from pyiceberg.manifest import ManifestContent
+    from pyiceberg.utils.concurrent import ExecutorFactory
+
+    io = table.io
+    manifests = snapshot.manifests(io)
+    direct = all(m.content == ManifestContent.DATA for m in manifests)
+    data_manifests = [m for m in manifests if m.content == ManifestContent.DATA]
+    if len(data_manifests) > 1:
+        entry_lists = list(ExecutorFactory.get_or_create().map(lambda m: m.fetch_manifest_entry(io), data_manifests))
+    else:
+        entry_lists = [m.fetch_manifest_entry(io) for m in data_manifests]
+    files: dict[tuple, list[PlannedFile]] = defaultdict(list)
+    direct = _collect(table, (e for entries in entry_lists for e in entries), files) and direct
+    return SnapshotPlan(str(table.metadata.table_uuid), snapshot.snapshot_id,
+                        {k: tuple(v) for k, v in files.items()}, direct)
+
+
+def plan_appends(table: Any, snapshot: Any, cached: Callable[[int], SnapshotPlan | None]) -> SnapshotPlan | None:
+    """The plan of the nearest ancestor ``cached`` knows plus the files the append snapshots since
+    added; None if none is within reach or a snapshot in between did more than append."""
+    from pyiceberg.manifest import ManifestContent, ManifestEntryStatus
+    from pyiceberg.table.snapshots import Operation
+
+    chain: list[Any] = []
+    current = snapshot
+    base: SnapshotPlan | None = None
+    while current is not None:
+        base = cached(current.snapshot_id)
+        if base is not None:
+            break
+        if len(chain) >= MAX_INCREMENTAL_STEPS or current.summary is None or current.summary.operation != Operation.APPEND:
+            return None
+        chain.append(current)
+        current = table.metadata.snapshot_by_id(current.parent_snapshot_id) if current.parent_snapshot_id else None
+    if base is None or not base.direct:
+        return None
+    files: dict[tuple, list[PlannedFile]] = defaultdict(list, {k: list(v) for k, v in base.files.items()})
+    io = table.io
+    for step in reversed(chain):
+        added = []
+        for manifest in step.manifests(io):
+            if manifest.added_snapshot_id != step.snapshot_id or not manifest.has_added_files():
+                continue
+            if manifest.content != ManifestContent.DATA:
+                return None
+            added += [e for e in manifest.fetch_manifest_entry(io)
+                      if e.status == ManifestEntryStatus.ADDED and e.snapshot_id == step.snapshot_id]
+        if not _collect(table, added, files):
+            return None
+    return SnapshotPlan(base.table_uuid, snapshot.snapshot_id, {k: tuple(v) for k, v in files.items()}, True)

@@ -1,0 +1,124 @@
+"""The warehouse's tables: names, Iceberg schemas, partitioning, sort order and table properties.
+
+What each table holds and why it is laid out so is in docs/architecture.md ("The warehouse").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = [
+    "CANDLES_TABLE", "MARKETS_TABLE", "COVERAGE_TABLE", "CANDLE_COLUMNS", "REQUIRED_CANDLE_COLUMNS",
+    "ROW_GROUP_ROWS", "TABLE_PROPERTIES", "TableLayout", "TABLE_LAYOUTS", "table_schemas",
+    "ticker_period_spec", "candle_arrow_schema", "row_filter",
+]
+
+CANDLES_TABLE = "ohlc"
+MARKETS_TABLE = "markets"
+COVERAGE_TABLE = "coverage"
+CANDLE_COLUMNS = (
+    "ticker", "period_seconds", "timestamp", "open", "high", "low", "close",
+    "volume", "buy_vol", "sell_vol", "open_interest",
+)
+REQUIRED_CANDLE_COLUMNS = CANDLE_COLUMNS[:8]
+ROW_GROUP_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How a table is partitioned, which column its files are sorted by (and range reads cut),
+    and which columns compaction keeps unique within a partition."""
+
+    partition_by: tuple[str, ...]
+    sort_by: str | None
+    unique_by: tuple[str, ...]
+
+
+TABLE_LAYOUTS: dict[str, TableLayout] = {
+    CANDLES_TABLE: TableLayout(("ticker", "period_seconds"), "timestamp", ("timestamp",)),
+    COVERAGE_TABLE: TableLayout(("ticker", "period_seconds"), "start_time", ()),
+    MARKETS_TABLE: TableLayout((), "updated_at", ()),
+}
+
+# Every table: conflicts come back to Warehouse.commit (pyiceberg's own retry would rebase a
+# write onto a snapshot its duplicate check never read); manifests merged; old metadata files
+# deleted; full ticker statistics so a partition overwrite drops whole files.
+TABLE_PROPERTIES = {
+    "commit.retry.num-retries": "0",
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "16",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+    "write.metadata.metrics.column.ticker": "full",
+    "write.parquet.row-group-limit": str(ROW_GROUP_ROWS),
+    "write.parquet.compression-codec": "lz4",
+}
+
+
+
+def table_schemas() -> dict[str, Any]:
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import IntegerType, LongType, NestedField, StringType
+
+    candles = Schema(
+        *[
+            NestedField(i + 1, name, StringType() if name == "ticker" else LongType(),
+                        required=name in REQUIRED_CANDLE_COLUMNS)
+            for i, name in enumerate(CANDLE_COLUMNS)
+        ],
+        identifier_field_ids=[1, 2, 3],
+    )
+    markets = Schema(
+        NestedField(1, "ticker", StringType(), required=True),
+        NestedField(2, "price_decimals", IntegerType(), required=True),
+        NestedField(3, "volume_decimals", IntegerType(), required=True),
+        NestedField(4, "source", StringType(), required=False),
+        NestedField(5, "updated_at", LongType(), required=True),
+    )
+    coverage = Schema(
+        NestedField(1, "ticker", StringType(), required=True),
+        NestedField(2, "period_seconds", LongType(), required=True),
+        NestedField(3, "start_time", LongType(), required=True),
+        NestedField(4, "end_time", LongType(), required=True),
+        NestedField(5, "row_count", LongType(), required=True),
+        NestedField(6, "request_id", StringType(), required=False),
+        NestedField(7, "ingested_at", LongType(), required=True),
+    )
+    return {CANDLES_TABLE: candles, MARKETS_TABLE: markets, COVERAGE_TABLE: coverage}
+
+
+def ticker_period_spec(schema: Any) -> Any:
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    return PartitionSpec(
+        PartitionField(schema.find_field("ticker").field_id, 1000, IdentityTransform(), "ticker"),
+        PartitionField(schema.find_field("period_seconds").field_id, 1001, IdentityTransform(), "period_seconds"),
+    )
+
+
+def candle_arrow_schema() -> pa.Schema:
+    """The Arrow schema of the ``ohlc`` table (and of a fetch's result)."""
+    return table_schemas()[CANDLES_TABLE].as_arrow()
+
+
+def row_filter(equal: Mapping[str, Any], column: str | None = None, start: int | None = None,
+               stop: int | None = None) -> Any:
+    """pyiceberg's ``a = x AND b = y AND start <= column < stop`` (``AlwaysTrue`` for no terms)."""
+    from pyiceberg import expressions
+
+    # Its predicates are pydantic models whose generated __init__ mypy reads as (term, type, value);
+    # at runtime they take (term, literal).
+    ex: Any = expressions
+    terms = [ex.EqualTo(name, value) for name, value in equal.items()]
+    if column is not None and start is not None:
+        terms.append(ex.GreaterThanOrEqual(column, start))
+    if column is not None and stop is not None:
+        terms.append(ex.LessThan(column, stop))
+    if not terms:
+        return ex.AlwaysTrue()
+    return terms[0] if len(terms) == 1 else ex.And(*terms)
