@@ -118,7 +118,7 @@ class QualityReport(NamedTuple):
     def __str__(self) -> str:
         lines = [f"{self.ticker} {self.period_seconds}s: {self.present} of {self.expected} candles stored, "
                  f"{self.missing_candles} missing, {self.filled} filled"
-                 + (f" by missing={self.fill_policy!r}" if self.fill_policy else "")
+                 + (f" by missing={self.fill_policy!r}" if self.fill_policy not in (None, "drop") else "")
                  + f" (fill ratio {self.fill_ratio:.2%})"]
         lines += [f"  missing {item}" for item in self.missing]
         return "\n".join(lines)
