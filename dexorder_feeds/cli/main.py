@@ -1,4 +1,4 @@
-"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``, ``compact``, ``keys``, ``team-up``."""
+"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``, ``compact``, ``pin``, ``pins``, ``unpin``, ``keys``, ``team-up``."""
 
 from __future__ import annotations
 
@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--retention", type=float, default=None, metavar="SECONDS",
                          help="keep files replaced by compaction at least this long (default 60)")
     compact.set_defaults(handler=_compact)
+
+    from .pins import add_pin_commands
+
+    add_pin_commands(sub, _add_warehouse_options, _catalog_properties)
 
     keys = sub.add_parser("keys", help="generate a CURVE key pair (NAME.key public, NAME.key_secret private)")
     keys.add_argument("directory", help="where to write the key files (created if missing)")

@@ -31,6 +31,8 @@ from ..vocabulary.quality import quality_report
 from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
+from ..vocabulary.fingerprint import content_hash
+from ..vocabulary.times import format_micros as _iso
 
 __all__ = ["Fetcher", "FetchContext", "MAX_CANDLES_PER_REQUEST"]
 
@@ -82,8 +84,14 @@ class Fetcher:
         emit("dexorder_cache_checked", hooks=hook, request=request, cached_rows=cached.num_rows,
              missing_ranges=to_inclusive(missing, request.period_us))
         # Only closed periods can be filled: the open one is reported missing, never requested.
-        closed_stop = closed_period_stop(request.period_seconds)
+        closed_stop = closed_period_stop(request.period_seconds, cached.snapshot_time)
         fillable = [(s, min(e, closed_stop)) for s, e in missing if min(e, closed_stop) > s]
+        if fillable and request.as_of is not None:
+            shown = ", ".join(f"{_iso(s)} to {_iso(e - request.period_us)}" for s, e in fillable[:5])
+            raise errors.MissingAtSnapshotError(
+                f"{request.ticker} {request.period_seconds}s as of {request.as_of!r}: the snapshot holds no candles "
+                f"and no ingested range for {shown}{' …' if len(fillable) > 5 else ''}; a read as_of never fills "
+                "gaps: narrow the range to what was fetched then, or fetch without as_of")
         if fillable:
             try:
                 await self._fill(context, request, fillable)
@@ -93,10 +101,20 @@ class Fetcher:
                 cached = await self._read(context, request)
         frame = candles_to_frame(cached.table)
         frame = hook.dexorder_process_result(context=context, request=request, frame=frame)
-        frame.attrs.update(snapshot_id=cached.snapshot_id, ticker=request.ticker, period_seconds=request.period_seconds)
+        frame.attrs.update(snapshot_id=cached.snapshot_id, ticker=request.ticker, period_seconds=request.period_seconds,
+                           content_hash=await asyncio.to_thread(self._content_hash, context, request, frame))
+        if request.as_of is not None:
+            frame.attrs["as_of"] = request.as_of
         frame.attrs["quality"] = quality_report(request.ticker, request.period_seconds, request.interval,
-                                                frame["timestamp"].to_numpy(), cached.covered)
+                                                frame["timestamp"].to_numpy(), cached.covered,
+                                                now=cached.snapshot_time)
         return frame
+
+    @staticmethod
+    def _content_hash(context: FetchContext, request: FetchRequest, frame: pd.DataFrame) -> str:
+        market = context.iceberg.market_info(request.ticker)
+        return content_hash(frame, request.ticker, request.period_seconds,
+                            market.price_decimals if market else 0, market.volume_decimals if market else 0)
 
     async def _recover(self, context: FetchContext, request: FetchRequest, asked: list[Interval],
                        error: Exception) -> CacheRead:

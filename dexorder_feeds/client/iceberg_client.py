@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,11 +12,15 @@ import pyarrow as pa
 
 from ..storage.catalog import open_catalog
 from ..vocabulary.markets import MarketInfo
+from ..vocabulary.fingerprint import content_hash
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop, sorted_unique_candles
 from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals, to_inclusive
 from ..vocabulary.tickers import parse_ticker
 from ..vocabulary.times import now_micros, parse_period, to_micros
 from ..storage.warehouse import CANDLE_COLUMNS, Warehouse
+
+if TYPE_CHECKING:
+    from ..storage.pins import Pin
 
 __all__ = ["IcebergClient", "candles_to_frame"]
 
@@ -106,13 +110,20 @@ class IcebergClient:
         self.warehouse = warehouse
 
     # -- the seed's API ----------------------------------------------------------------
-    def query_ohlc(self, ticker: object, period_seconds: object, start_time: object, end_time: object) -> pd.DataFrame:
-        """The stored candles with timestamps in ``[start_time, end_time]``, sorted, as a DataFrame."""
-        request = FetchRequest.create(ticker, period_seconds, start_time, end_time)
+    def query_ohlc(self, ticker: object, period_seconds: object, start_time: object, end_time: object, *,
+                   as_of: str | int | None = None) -> pd.DataFrame:
+        """The stored candles with timestamps in ``[start_time, end_time]``, sorted, as a DataFrame,
+        with ``attrs["snapshot_id"]`` and ``attrs["content_hash"]``. ``as_of`` (a pin name or a
+        snapshot id) reads that snapshot instead of the current one."""
+        request = FetchRequest.create(ticker, period_seconds, start_time, end_time, as_of)
         cached = self.read_cache(request)
         frame = candles_to_frame(cached.table)
         frame = sorted_unique_candles(frame)
+        market = self.market_info(request.ticker)
         frame.attrs["snapshot_id"] = cached.snapshot_id
+        frame.attrs["content_hash"] = content_hash(frame, request.ticker, request.period_seconds,
+                                                   market.price_decimals if market else 0,
+                                                   market.volume_decimals if market else 0)
         return frame
 
     def find_missing_ranges(
@@ -139,8 +150,20 @@ class IcebergClient:
             from ..storage.warehouse import candle_arrow_schema
 
             return CacheRead(candle_arrow_schema().empty_table(), [], None)
+        if request.as_of is not None:
+            return self.read_at(request)
         table, covered, snapshot_id = self.warehouse.read_range(request.ticker, request.period_seconds, request.interval)
         return CacheRead(table, covered, snapshot_id)
+
+    def read_at(self, request: FetchRequest) -> CacheRead:
+        """The candles and coverage of the snapshot ``request.as_of`` names (a pin or a snapshot id)."""
+        from ..storage.pins import read_point
+
+        assert request.as_of is not None and request.interval is not None
+        point = read_point(self.warehouse, request.as_of)
+        table, covered = self.warehouse.read_range_at(request.ticker, request.period_seconds, request.interval,
+                                                      point.candles_snapshot, point.coverage_snapshot)
+        return CacheRead(table, covered or [], point.candles_snapshot, point.time)
 
     def missing_intervals(self, request: FetchRequest, cached: CacheRead, now: int | None = None) -> list[Interval]:
         """Half-open missing intervals of ``request`` given ``cached`` (see find_missing_ranges)."""
@@ -151,13 +174,33 @@ class IcebergClient:
         if cached.num_rows:
             present += candle_runs(cached.table["timestamp"].to_numpy(), period_us)
         # The period still open is never final, whatever a stale coverage row says.
-        closed_stop = closed_period_stop(request.period_seconds, now)
+        closed_stop = closed_period_stop(request.period_seconds, cached.snapshot_time if now is None else now)
         present = [(s, min(e, closed_stop)) for s, e in merge_intervals(present)]
         return subtract_intervals(request.interval, present)
 
     def market_info(self, ticker: str) -> MarketInfo | None:
         """The market's stored decimals, or None."""
         return self.warehouse.read_market(str(parse_ticker(ticker)))
+
+    # -- pins ----------------------------------------------------------------------------
+    def pin(self, name: str) -> Pin:
+        """Keep the warehouse's current snapshot under ``name`` (an Iceberg tag); read it again
+        with ``as_of=name``. Same as ``dexorder-feeds pin NAME``."""
+        from ..storage.pins import create_pin
+
+        return create_pin(self.warehouse, name)
+
+    def unpin(self, name: str) -> None:
+        """Drop a pin; its snapshot then expires like any other."""
+        from ..storage.pins import remove_pin
+
+        remove_pin(self.warehouse, name)
+
+    def pins(self) -> list[Pin]:
+        """Every pin (name, snapshot id, time, candles, bytes), oldest first."""
+        from ..storage.pins import list_pins
+
+        return list_pins(self.warehouse)
 
     def coverage(self, ticker: str | None = None) -> pd.DataFrame:
         """Every ingested range (optionally of one ticker) as a DataFrame."""

@@ -154,6 +154,7 @@ class OHLCClient:
         end_time: Any,
         request_timeout: float | None = None,
         *,
+        as_of: str | int | None = None,
         prices: str = "integer",
     ) -> pd.DataFrame:
         """Candles with timestamps in ``[start_time, end_time]``: from the cache, missing ranges
@@ -162,8 +163,12 @@ class OHLCClient:
         Times are integer µs, ``datetime``, ``pandas.Timestamp`` or ISO strings (naive = UTC);
         ``period_seconds`` is seconds or ``1m``/``1h``/…; ``request_timeout`` defaults to the
         client's (30 s). Returns the seed's DataFrame sorted by timestamp, integer columns, with
-        ``attrs["snapshot_id"]`` naming the Iceberg snapshot read and ``attrs["quality"]`` its
+        ``attrs["snapshot_id"]`` naming the Iceberg snapshot read, ``attrs["content_hash"]`` the
+        candles (see docs/reproducibility.md) and ``attrs["quality"]`` its
         :class:`~dexorder_feeds.vocabulary.quality.QualityReport`.
+
+        ``as_of`` (a pin name or a snapshot id) reads exactly that snapshot and fills nothing:
+        a closed period it does not hold raises ``MissingAtSnapshotError``.
 
         ``prices="decimal"`` gives exact ``Decimal`` prices and volumes instead (``Decimal(int) /
         10**decimals`` at the market's decimals, None where a value is absent), ``"float"`` the
@@ -171,7 +176,7 @@ class OHLCClient:
         datetime) after ``timestamp``.
         """
         check_price_kind(prices)
-        request = FetchRequest.create(ticker, period_seconds, start_time, end_time)
+        request = FetchRequest.create(ticker, period_seconds, start_time, end_time, as_of)
         if self._closed:
             raise ClientClosedError("this OHLCClient was stopped; create a new one")
         if self._fetcher is None:

@@ -91,9 +91,10 @@ async def shared_client(settings: Any) -> Any:
     return client
 
 
-async def _fetch(settings: Any, args: tuple, request_timeout: float | None, prices: str = "integer") -> pd.DataFrame:
+async def _fetch(settings: Any, args: tuple, request_timeout: float | None,
+                 as_of: str | int | None = None, prices: str = "integer") -> pd.DataFrame:
     client = await shared_client(settings)
-    return await client.fetch_ohlc(*args, request_timeout=request_timeout, prices=prices)
+    return await client.fetch_ohlc(*args, request_timeout=request_timeout, as_of=as_of, prices=prices)
 
 
 def _settings(**kwargs: Any) -> Any:
@@ -113,6 +114,7 @@ def fetch_ohlc(
     namespace: str | None = None,
     catalog_properties: Mapping[str, Any] | None = None,
     sources: Mapping[str, str] | list[str] | None = None,
+    as_of: str | int | None = None,
     prices: str = "integer",
 ) -> pd.DataFrame:
     """Blocking :meth:`OHLCClient.fetch_ohlc` on a shared client per settings.
@@ -128,7 +130,8 @@ def fetch_ohlc(
         notification_endpoint=notification_endpoint, namespace=namespace,
         catalog_properties=catalog_properties, sources=sources,
     )
-    return run_sync(_fetch(settings, (ticker, period_seconds, start_time, end_time), request_timeout, prices))
+    return run_sync(_fetch(settings, (ticker, period_seconds, start_time, end_time), request_timeout, as_of,
+                           prices))
 
 
 async def _price_scale(settings: Any, ticker: str) -> Any:

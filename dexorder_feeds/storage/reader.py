@@ -49,6 +49,16 @@ class _Footer:
     row_group_bounds: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+def _snapshot(table: Any, snapshot_id: int | None) -> Any:
+    """The table's current snapshot, or the one named (which must still be in its metadata)."""
+    if snapshot_id is None:
+        return table.current_snapshot()
+    snapshot = table.metadata.snapshot_by_id(snapshot_id)
+    if snapshot is None:
+        raise LookupError(f"snapshot {snapshot_id} is not in {table.name()}")
+    return snapshot
+
+
 def _plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([field.remove_metadata() for field in schema])
 
@@ -137,10 +147,10 @@ class TableReader:
         raise AssertionError("unreachable")
 
     # -- plans ----------------------------------------------------------------------------
-    def plan(self, table: Any) -> SnapshotPlan:
+    def plan(self, table: Any, snapshot_id: int | None = None) -> SnapshotPlan:
         """The plan of ``table``'s current snapshot (cached; built incrementally from the plan of
         the nearest cached ancestor when only appends came after it)."""
-        snapshot = table.current_snapshot()
+        snapshot = _snapshot(table, snapshot_id)
         uuid = str(table.metadata.table_uuid)
         snapshot_id = snapshot.snapshot_id if snapshot else None
         with self._lock:
@@ -163,9 +173,9 @@ class TableReader:
             return self._plans.get((uuid, snapshot_id))
 
     # -- derived values -------------------------------------------------------------------
-    def memo(self, table: Any, key: Hashable, compute: Callable[[], T]) -> T:
+    def memo(self, table: Any, key: Hashable, compute: Callable[[], T], snapshot_id: int | None = None) -> T:
         """``compute()`` once per snapshot of ``table`` and ``key`` (for small derived values)."""
-        snapshot = table.current_snapshot()
+        snapshot = _snapshot(table, snapshot_id)
         full_key = (str(table.metadata.table_uuid), snapshot.snapshot_id if snapshot else None, key)
         with self._lock:
             if full_key in self._memo:
@@ -188,6 +198,7 @@ class TableReader:
         start: int | None = None,
         stop: int | None = None,
         columns: Sequence[str] | None = None,
+        snapshot_id: int | None = None,
     ) -> pa.Table:
         """Rows of one partition of ``table``'s current snapshot, ``start <= range_column < stop``.
 
@@ -196,7 +207,7 @@ class TableReader:
         schema pyiceberg's scan would give (``columns`` only, if given).
         """
         schema = self._arrow_schema(table, columns)
-        plan = self.plan(table)
+        plan = self.plan(table, snapshot_id)
         if plan.snapshot_id is None:
             return schema.empty_table()
         if not plan.direct:

@@ -205,17 +205,35 @@ class Warehouse:
         with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
 
-    def _candles_in(self, table: Any, ticker: str, period_seconds: int, interval: Interval) -> pa.Table:
-        return self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
-                                range_column="timestamp", start=interval[0], stop=interval[1])
+    def read_range_at(self, ticker: str, period_seconds: int, interval: Interval, candles_snapshot: int | None,
+                      coverage_snapshot: int | None) -> tuple[pa.Table, list[Interval] | None]:
+        """Like :meth:`read_range`, at the snapshots a pin or ``as_of`` names (see
+        :func:`~dexorder_feeds.storage.pins.read_point`); covered is None when unknown."""
 
-    def _coverage_in(self, table: Any, ticker: str, period_seconds: int) -> list[Interval]:
+        def read() -> tuple[pa.Table, list[Interval] | None]:
+            coverage, candles = self._tables(COVERAGE_TABLE, CANDLES_TABLE)
+            covered = None
+            if coverage_snapshot is not None:
+                covered = self._coverage_in(coverage, ticker, period_seconds, coverage_snapshot)
+            if candles_snapshot is None:
+                return candle_arrow_schema().empty_table(), covered
+            return self._candles_in(candles, ticker, period_seconds, interval, candles_snapshot), covered
+
+        with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
+            return self.reader.retrying(read)
+
+    def _candles_in(self, table: Any, ticker: str, period_seconds: int, interval: Interval,
+                    snapshot_id: int | None = None) -> pa.Table:
+        return self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
+                                range_column="timestamp", start=interval[0], stop=interval[1], snapshot_id=snapshot_id)
+
+    def _coverage_in(self, table: Any, ticker: str, period_seconds: int, snapshot_id: int | None = None) -> list[Interval]:
         def merged() -> tuple[Interval, ...]:
             data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
-                                    columns=("start_time", "end_time"))
+                                    columns=("start_time", "end_time"), snapshot_id=snapshot_id)
             return tuple(merge_intervals(zip(data["start_time"].to_pylist(), data["end_time"].to_pylist())))
 
-        return list(self.reader.memo(table, ("coverage", ticker, period_seconds), merged))
+        return list(self.reader.memo(table, ("coverage", ticker, period_seconds), merged, snapshot_id))
 
     def stored_if_covered(self, ticker: str, period_seconds: int, interval: Interval) -> int | None:
         """The number of candles stored in ``interval`` if all of it was ingested before (a

@@ -12,12 +12,14 @@ __all__ = [
     "InvalidPeriodError",
     "InvalidTimeRangeError",
     "UnknownSourceError",
+    "UnknownSnapshotError",
     "RequestFailedError",
     "DataError",
     "SourceFormatError",
     "PrecisionError",
     "InvalidCandleError",
     "FillRatioError",
+    "MissingAtSnapshotError",
     "ProtocolError",
     "RelayUnavailableError",
     "RequestTimeoutError",
@@ -49,6 +51,10 @@ class InvalidTimeRangeError(InvalidRequestError):
 
 class UnknownSourceError(InvalidRequestError):
     """No ingest source is configured for the ticker's exchange."""
+
+
+class UnknownSnapshotError(InvalidRequestError):
+    """``as_of`` names no pin and no snapshot the warehouse still keeps (never made, or expired)."""
 
 
 class RequestFailedError(DexOrderError, ValueError):
@@ -85,6 +91,9 @@ class FillRatioError(DataError):
         super().__init__(message)
         self.ratio = ratio
         self.report = report
+class MissingAtSnapshotError(DataError):
+    """Part of the asked range was never ingested by the snapshot ``as_of`` reads (which never
+    fills gaps); the message names the ranges."""
 
 
 class ProtocolError(DexOrderError, ValueError):

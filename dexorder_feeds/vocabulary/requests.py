@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InvalidTimeRangeError
+from .errors import InvalidRequestError, InvalidTimeRangeError
 from .ranges import Interval, candle_interval
 from .tickers import parse_ticker
 from .times import now_micros, parse_period, to_micros
@@ -45,7 +45,8 @@ def sorted_unique_candles(frame: pd.DataFrame) -> pd.DataFrame:
 class FetchRequest:
     """One validated fetch: a ticker, a period and the half-open candle interval it covers.
 
-    ``interval`` is None when ``[start_time, end_time]`` holds no candle timestamp.
+    ``interval`` is None when ``[start_time, end_time]`` holds no candle timestamp. ``as_of``
+    (a pin name or a snapshot id) makes it a read of that snapshot, which never fills gaps.
     """
 
     ticker: str
@@ -53,13 +54,15 @@ class FetchRequest:
     start_time: int
     end_time: int
     interval: Interval | None
+    as_of: str | int | None = None
 
     @property
     def period_us(self) -> int:
         return self.period_seconds * 1_000_000
 
     @classmethod
-    def create(cls, ticker: object, period_seconds: object, start_time: object, end_time: object) -> FetchRequest:
+    def create(cls, ticker: object, period_seconds: object, start_time: object, end_time: object,
+               as_of: object = None) -> FetchRequest:
         """Validate caller input (tickers, periods and every accepted time type)."""
         name = str(parse_ticker(ticker))
         period = parse_period(period_seconds)
@@ -67,16 +70,21 @@ class FetchRequest:
         end = to_micros(end_time, name="end_time")
         if start > end:
             raise InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")
-        return cls(name, period, start, end, candle_interval(start, end, period * 1_000_000))
+        if as_of is not None and (isinstance(as_of, bool) or not isinstance(as_of, (str, int)) or as_of == ""):
+            raise InvalidRequestError(f"as_of must be a pin name or a snapshot id (an integer), not {as_of!r}")
+        return cls(name, period, start, end, candle_interval(start, end, period * 1_000_000),
+                   as_of if as_of is None or isinstance(as_of, int) else str(as_of))
 
 
 @dataclass
 class CacheRead:
-    """What the cache holds for a request: candles, covered intervals, the snapshot read."""
+    """What the cache holds for a request: candles, covered intervals, the snapshot read, and for
+    a read ``as_of`` a snapshot, when that snapshot was made (µs; periods open then are not missing)."""
 
     table: pa.Table
     covered: list[Interval]
     snapshot_id: int | None = None
+    snapshot_time: int | None = None
 
     @property
     def num_rows(self) -> int:
