@@ -206,3 +206,17 @@ def test_a_report_is_copied_for_free():
                             now=10**17)
     assert len(report.missing) == 500_000
     assert copy.deepcopy({"quality": report})["quality"] is report
+
+
+def test_a_read_as_of_a_pin_reports_as_that_snapshot(uri):
+    from dexorder_feeds import IcebergClient, OHLCClient
+
+    async def scenario():
+        async with OHLCClient(iceberg_catalog_uri=uri) as client:
+            frame = await client.fetch_ohlc(GAP_TICKER, "1h", START, END)
+            IcebergClient(uri).pin("quality-pin")
+            again = await client.fetch_ohlc(GAP_TICKER, "1h", START, END, as_of="quality-pin")
+            return frame.attrs["quality"], again.attrs["quality"]
+
+    now, pinned = asyncio.run(scenario())
+    assert pinned == now and pinned.missing_by_reason()[EMPTY_AT_SOURCE] == 5
