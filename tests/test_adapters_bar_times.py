@@ -8,8 +8,10 @@ import csv
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import backtrader as bt
 import dexorder_feeds
@@ -78,6 +80,18 @@ def test_period_end_and_bar_times():
                                        datetime(2025, 1, 1, 23, 59, 59, 999990)]
     assert at(bar_times([jan1], DAY)[0]) == datetime(2025, 1, 1, 23, 59, 59, 999990)  # its own date
     assert list(bar_times([jan1], DAY, "open")) == [jan1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(period=st.sampled_from([1, 60, 90, 300, 3600, 7 * 3600, 14400, 86400, 3 * 86400, 604800]),
+       first=st.integers(0, 20_000), count=st.integers(1, 400))
+def test_bar_times_rise_strictly_and_never_precede_the_close(period, first, count):
+    starts = (np.arange(first, first + count, dtype=np.int64)) * period * 1_000_000
+    stamps = bar_times(starts, period)
+    ends = np.asarray(period_end(starts, period))
+    assert (np.diff(stamps) > 0).all()  # every bar its own moment, in order
+    assert ((ends - stamps) >= 0).all() and ((ends - stamps) <= 10).all()  # at the close, or 10 µs before midnight
+    assert [at(s).date() for s in stamps] == [at(e - 1).date() for e in ends]  # dated the day it closes
 
 
 # -- look-ahead -------------------------------------------------------------------------------
