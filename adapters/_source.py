@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import resolve_settings
-from ..vocabulary.errors import DataError, InvalidRequestError
-from ..vocabulary.periods import period_starts
+from ..vocabulary.errors import DataError, FillRatioError, InvalidRequestError
+from ..vocabulary.periods import period_end as periods_period_end, period_end_array, period_starts
+from ..vocabulary.quality import QualityReport, quality_report
 from ..vocabulary.requests import FetchRequest, closed_period_stop
-from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
+from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, exact_floats
 from ..client.ohlc_client import OHLCClient
 from ..vocabulary.times import now_micros
 
@@ -35,12 +36,15 @@ __all__ = [
     "CLIENT_SETTINGS",
     "MISSING_POLICIES",
     "Fetched",
+    "check_fill_ratio",
+    "check_max_fill_ratio",
     "check_missing",
     "client_settings",
     "fetch_candles",
     "market_info",
     "apply_missing",
     "exact_floats",
+    "period_end",
     "sync_client",
 ]
 
@@ -48,18 +52,52 @@ __all__ = [
 CLIENT_SETTINGS = ("iceberg_catalog_uri", "relay_endpoint", "notification_endpoint", "namespace", "request_timeout")
 MISSING_POLICIES = ("drop", "nan", "ffill")
 
-# Floats hold every integer up to 2**53 exactly.
-_FLOAT_EXACT = 2**53
 _OPTIONAL_VOLUMES = ("buy_vol", "sell_vol")
 
 # Decimals never change once stored, so one lookup per client and ticker is enough.
 _markets: weakref.WeakKeyDictionary[OHLCClient, dict[str, MarketInfo]] = weakref.WeakKeyDictionary()
 
 
+def period_end(start_us: Any, period_seconds: int) -> Any:
+    """The exclusive end (µs) of the period that opens at ``start_us`` (an int or a numpy array).
+
+    Every face that speaks of a candle's close time asks this one function; calendar months end
+    on the 1st of the next month (:mod:`dexorder_feeds.vocabulary.periods`).
+    """
+    if isinstance(start_us, np.ndarray):
+        return period_end_array(period_seconds, start_us.astype(np.int64, copy=False))
+    return periods_period_end(period_seconds, int(start_us))
+
+
 def check_missing(missing: str) -> str:
     if missing not in MISSING_POLICIES:
         raise InvalidRequestError(f"missing={missing!r} is not one of {', '.join(map(repr, MISSING_POLICIES))}")
     return missing
+
+
+def check_max_fill_ratio(value: float | None) -> float | None:
+    """``max_fill_ratio`` validated: None (no limit) or a number from 0 to 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InvalidRequestError(f"max_fill_ratio={value!r} must be a number from 0 to 1 (the share of candles "
+                                  "the missing-data policy may make up), or None for no limit")
+    return float(value)
+
+
+def check_fill_ratio(report: QualityReport, max_fill_ratio: float | None) -> None:
+    """Raise :class:`FillRatioError` if more of ``report``'s candles were filled than allowed."""
+    if max_fill_ratio is None or report.fill_ratio <= max_fill_ratio:
+        return
+    delivered = report.present + report.filled
+    raise FillRatioError(
+        f"{report.ticker} {report.period_seconds}s: {report.filled} of {delivered} candles "
+        f"({report.fill_ratio:.2%}) were made up by missing={report.fill_policy!r}, above "
+        f"max_fill_ratio={max_fill_ratio:g}; missing: {report.missing_candles} candles "
+        f"({', '.join(f'{n} {reason}' for reason, n in report.missing_by_reason().items() if n)}). "
+        "Pick a range the source covers, use missing='drop', or raise max_fill_ratio",
+        ratio=report.fill_ratio, report=report,
+    )
 
 
 def client_settings(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,6 +141,7 @@ class Fetched:
     frame: pd.DataFrame
     market: MarketInfo | None
     snapshot_id: int | None
+    quality: QualityReport
 
     @property
     def period_us(self) -> int:
@@ -127,20 +166,30 @@ async def fetch_candles(
     request_timeout: float | None = None,
     grid_start: int | None = None,
     previous: Mapping[str, Any] | None = None,
+    max_fill_ratio: float | None = None,
 ) -> Fetched:
-    """Fetch ``[start, end]`` through ``client``, apply the ``missing`` policy, attach decimals."""
+    """Fetch ``[start, end]`` through ``client``, apply the ``missing`` policy, attach decimals
+    and the quality report (raising :class:`FillRatioError` above ``max_fill_ratio``)."""
     request = FetchRequest.create(ticker, period, start, end)
     frame = await client.fetch_ohlc(request.ticker, request.period_seconds, request.start_time, request.end_time,
                                     request_timeout=request_timeout)
     snapshot_id = frame.attrs.get("snapshot_id")
+    quality = frame.attrs.get("quality")
+    if not isinstance(quality, QualityReport):  # a fetcher plugin that does not report: nothing known covered
+        quality = quality_report(request.ticker, request.period_seconds, request.interval,
+                                 frame["timestamp"].to_numpy(), [])
+    stored_rows = len(frame)
     stop = closed_stop(request)
     if missing != "drop" and stop is not None:
         frame = apply_missing(frame, request.period_us, missing, grid_stop=stop, grid_start=grid_start,
                               previous=previous)
+    quality = quality.with_fill(len(frame) - stored_rows, missing)
+    frame.attrs["quality"] = quality
+    check_fill_ratio(quality, max_fill_ratio)
     market = await market_info(client, request.ticker) if len(frame) else None
     if len(frame) and market is None:
         raise DataError(f"{request.ticker}: candles are stored but the market's decimals are unknown")
-    return Fetched(request, frame, market, snapshot_id)
+    return Fetched(request, frame, market, snapshot_id, quality)
 
 
 def apply_missing(
@@ -204,30 +253,3 @@ def apply_missing(
     result = out.reset_index()[list(frame.columns)]
     result.attrs.update(frame.attrs)
     return result
-
-
-def exact_floats(values: pd.Series | np.ndarray, decimals: int) -> np.ndarray:
-    """``int / 10**decimals`` as float64, each the nearest float to the exact value; NaN where null.
-
-    Why this is exact to the nearest float: an integer of magnitude up to 2**53 converts to
-    float64 without rounding, and ``10.0**decimals`` is exact for ``decimals <= 22`` (5**22 <
-    2**53), so the one IEEE division is correctly rounded: the nearest float to the true quotient,
-    the same as ``float(Decimal(i) / 10**decimals)``. Larger integers take Python's correctly
-    rounded ``int / int`` division instead (no float detour before the division).
-    """
-    if isinstance(values, pd.Series):
-        mask = values.isna().to_numpy()
-        ints = values.to_numpy(dtype=np.int64, na_value=0) if mask.any() else values.to_numpy(dtype=np.int64)
-    else:
-        ints = np.asarray(values, dtype=np.int64)
-        mask = None
-    out = ints.astype(np.float64)
-    if decimals:
-        out /= 10.0**decimals
-    big = (ints > _FLOAT_EXACT) | (ints < -_FLOAT_EXACT)
-    if big.any():
-        scale = 10**decimals
-        out[big] = [value / scale for value in ints[big].tolist()]
-    if mask is not None and mask.any():
-        out[mask] = np.nan
-    return out

@@ -13,31 +13,53 @@ The whole range is fetched once when cerebro starts the feed, converted to float
 numbers in bulk (equal to ``bt.date2num``). ``_load`` then only copies precomputed values, and
 with ``preload`` on (the default) the line buffers are filled in one step per line.
 
-Timestamps are the candles' period starts, in UTC (naive ``fromdate``/``todate`` are UTC).
+Bar times never leak the future (``bar_time="close"``, the default): a bar is stamped when its
+period has closed, as backtrader's own feeds do. An intraday candle is stamped at its period end
+(the 1h candle of 10:00 at 11:00); a candle whose period ends at midnight UTC (the last intraday
+candle of a day, every daily, weekly or longer candle) is stamped at the session end of the day
+it closes, 23:59:59.999990 UTC, so a daily bar's ``date()`` is its own day and it arrives together
+with the last hourly bar of that day. ``fromdate``/``todate`` select candles by their open time
+(UTC, naive = UTC), as in every other face. ``bar_time="open"`` stamps bars at their period start
+instead: a strategy then sees each bar's close at its open time, a look-ahead of one period as
+soon as bars are compared with anything else (another timeframe, another feed, the broker's
+fills); use it only for a single feed whose strategy knows this.
 """
 
 from __future__ import annotations
 
 import array
 import math
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 import numpy as np
 
+from ..vocabulary.quality import QualityReport
 from ..vocabulary.errors import InvalidPeriodError, InvalidRequestError, missing_dependency
 from ..client.sync import run_sync
 from ..vocabulary.tickers import parse_ticker
 from ..vocabulary.periods import MONTH
 from ..vocabulary.times import now_micros, parse_period, to_micros
-from ._source import CLIENT_SETTINGS, check_missing, client_settings, exact_floats, fetch_candles, sync_client
+from ._source import (
+    CLIENT_SETTINGS,
+    check_max_fill_ratio,
+    check_missing,
+    client_settings,
+    exact_floats,
+    fetch_candles,
+    period_end,
+    sync_client,
+)
 
 try:
     import backtrader as bt
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise missing_dependency("backtrader", "backtrader") from exc
 
-__all__ = ["DexOrderData", "date_numbers", "timeframe_for", "period_for"]
+__all__ = ["DexOrderData", "bar_times", "date_numbers", "timeframe_for", "period_for", "BAR_TIMES"]
+
+#: What a bar's datetime can be: its close (default, no look-ahead) or its open (opt-in).
+BAR_TIMES = ("close", "open")
 
 _US_PER_DAY = 86_400_000_000
 _US_PER_HOUR = 3_600_000_000
@@ -82,6 +104,22 @@ def period_for(timeframe: int, compression: int) -> int:
     return unit * compression
 
 
+def bar_times(starts: np.ndarray, period_seconds: int, bar_time: str = "close",
+              session_end_us: int = 86_399_999_990) -> np.ndarray:
+    """The datetimes (int µs, UTC) of bars whose candles open at ``starts``.
+
+    ``"close"``: the period end (:func:`~dexorder_feeds.adapters._source.period_end`), except that
+    a period ending at midnight UTC is stamped at ``session_end_us`` (µs into the day) of the day
+    it closes, where backtrader's own feeds put a day's bars. ``"open"``: the period start.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    if bar_time == "open":
+        return starts
+    ends = np.asarray(period_end(starts, period_seconds), dtype=np.int64)
+    at_midnight = ends % _US_PER_DAY == 0
+    return np.where(at_midnight, ends - _US_PER_DAY + session_end_us, ends)
+
+
 def date_numbers(timestamps: np.ndarray) -> list[float]:
     """backtrader date numbers of integer µs timestamps, equal to ``bt.date2num`` of each.
 
@@ -114,11 +152,18 @@ class DexOrderData(bt.feed.DataBase):
     - ``fromdate`` (required), ``todate`` (default: now): the range, inclusive, naive = UTC
     - ``missing``: what a period without a stored candle becomes: ``"drop"`` (default),
       ``"nan"`` or ``"ffill"`` (flat at the previous close, zero volume)
-    - ``bar_time``: what a bar's datetime is: ``"open"`` (default: the period start, as the
-      candle's timestamp and the other adapters) or ``"close"`` (the period end, backtrader's
-      own convention for intraday bars). ``fromdate``/``todate`` select bars by that datetime.
-      Resampling to days or weeks works with either; backtrader's intraday resampler and
-      replayer take bar datetimes as bar ends, so use ``"close"`` for them
+    - ``max_fill_ratio``: the largest share (0 to 1) of the bars the ``missing`` policy may make
+      up; above it the feed raises :class:`~dexorder_feeds.vocabulary.errors.FillRatioError`
+      when cerebro starts it (default None: no limit). ``data.quality`` is the
+      :class:`~dexorder_feeds.vocabulary.quality.QualityReport` of the candles loaded
+    - ``bar_time``: what a bar's datetime is: ``"close"`` (default) stamps a bar once its period
+      has closed: intraday bars at their period end, a period ending at midnight UTC (daily and
+      longer bars, the day's last intraday bar) at the session end of the day it closes; mixed
+      timeframes, backtrader's own feeds, resampling and replaying then stay in step. ``"open"``
+      stamps bars at their period start: every bar is then visible one period before its close
+      exists (look-ahead across feeds and timeframes); opt in only knowing this
+    - ``sessionend``: backtrader's session end, default 23:59:59.999990 (candles cover 24-hour
+      UTC days, so it must lie in the day's last second)
     - ``client``: an ``OHLCClient`` to fetch with (it then belongs to the sync loop), or the
       client settings ``iceberg_catalog_uri``, ``relay_endpoint``, ``notification_endpoint``,
       ``namespace``, ``request_timeout`` (default: environment / config / embedded)
@@ -128,7 +173,8 @@ class DexOrderData(bt.feed.DataBase):
         ("ticker", None),
         ("period_seconds", None),
         ("missing", "drop"),
-        ("bar_time", "open"),
+        ("max_fill_ratio", None),
+        ("bar_time", "close"),
         ("client", None),
     ) + tuple((name, None) for name in CLIENT_SETTINGS)
 
@@ -145,8 +191,19 @@ class DexOrderData(bt.feed.DataBase):
         if p.fromdate is None:
             raise InvalidRequestError("DexOrderData needs fromdate=... (the first candle time, naive = UTC)")
         check_missing(p.missing)
-        if p.bar_time not in ("open", "close"):
-            raise InvalidRequestError(f"bar_time={p.bar_time!r} must be 'open' or 'close'")
+        check_max_fill_ratio(p.max_fill_ratio)
+        if p.bar_time not in BAR_TIMES:
+            raise InvalidRequestError(f"bar_time={p.bar_time!r} must be 'close' (default, no look-ahead) or 'open'")
+        end_of_day = p.sessionend if p.sessionend is not None else time(23, 59, 59, 999990)  # backtrader's
+        if isinstance(end_of_day, datetime):
+            end_of_day = end_of_day.time()
+        self._session_end_us = ((end_of_day.hour * 60 + end_of_day.minute) * 60 + end_of_day.second) * 1_000_000 \
+            + end_of_day.microsecond
+        if self._session_end_us <= _US_PER_DAY - 1_000_000:
+            raise InvalidRequestError(
+                f"sessionend={end_of_day} ends the day early, but candles cover 24-hour UTC days; leave "
+                "sessionend at its default (23:59:59.999990) or give a time in the day's last second"
+            )
         self._settings = client_settings({name: getattr(p, name) for name in CLIENT_SETTINGS})
         if p.client is not None and self._settings:
             raise TypeError("pass either client=... or client settings, not both")
@@ -156,6 +213,8 @@ class DexOrderData(bt.feed.DataBase):
         self._count = 0
         self._next = 0
         self.snapshot_id: int | None = None
+        #: The data-quality report of the candles loaded (set when cerebro starts the feed).
+        self.quality: QualityReport | None = None
         aliases = self.lines.getlinealiases()
         self._tick_pairs = [("tick_" + alias, line) for alias, line in zip(aliases, self.lines) if alias != "datetime"]
         self._tick_first = "tick_" + aliases[0]
@@ -164,6 +223,12 @@ class DexOrderData(bt.feed.DataBase):
     # -- loading ----------------------------------------------------------------------------
     def _gettzinput(self) -> Any:
         return None  # candle timestamps are UTC already: never reinterpret them
+
+    def _start_finish(self) -> None:
+        super()._start_finish()
+        # The fetch selected the candles by open time already; backtrader's own filter would
+        # compare bar datetimes (close times) with fromdate/todate and drop the last candles.
+        self.fromdate, self.todate = -math.inf, math.inf
 
     def _range_micros(self) -> tuple[int, int]:
         tz = self._gettz()
@@ -180,17 +245,15 @@ class DexOrderData(bt.feed.DataBase):
     def start(self) -> None:
         super().start()
         start, end = self._range_micros()
-        shift = self.period_seconds * 1_000_000 if self.p.bar_time == "close" else 0
-        # fromdate/todate select bars by their datetime: with "close", a candle's end.
-        fetched = run_sync(self._fetch(start - shift, end - shift))
+        # fromdate/todate select candles by their open time, as every face does.
+        fetched = run_sync(self._fetch(start, end))
         frame, market = fetched.frame, fetched.market
         self.snapshot_id = fetched.snapshot_id
+        self.quality = fetched.quality
         count = len(frame)
         nan = [math.nan] * count
-        timestamps = frame["timestamp"].to_numpy(dtype=np.int64)
-        if shift:
-            timestamps = timestamps + shift
-        dt = date_numbers(timestamps)
+        starts = frame["timestamp"].to_numpy(dtype=np.int64)
+        dt = date_numbers(bar_times(starts, self.period_seconds, self.p.bar_time, self._session_end_us))
         if count:
             assert market is not None
             prices = [exact_floats(frame[c], market.price_decimals).tolist() for c in ("open", "high", "low", "close")]
@@ -209,7 +272,7 @@ class DexOrderData(bt.feed.DataBase):
         client = await sync_client(self.p.client, self._settings)
         timeout = self._settings.get("request_timeout")
         return await fetch_candles(client, self.ticker, self.period_seconds, start, end, missing=self.p.missing,
-                                   request_timeout=timeout)
+                                   request_timeout=timeout, max_fill_ratio=self.p.max_fill_ratio)
 
     def _load(self) -> bool:
         i = self._next

@@ -32,9 +32,19 @@ from ..vocabulary.requests import FetchRequest
 from ..client.ohlc_client import OHLCClient
 from ..client.sync import get_loop, run_sync
 from ..vocabulary.times import now_micros
-from ._source import Fetched, check_missing, client_settings, fetch_candles, sync_client
+from ..vocabulary.quality import QualityReport
+from ._source import (
+    Fetched,
+    check_fill_ratio,
+    check_max_fill_ratio,
+    check_missing,
+    client_settings,
+    fetch_candles,
+    period_end,
+    sync_client,
+)
 
-__all__ = ["Candle", "candles", "acandles", "DEFAULT_PAGE_SIZE"]
+__all__ = ["Candle", "CandleIterator", "AsyncCandleIterator", "candles", "acandles", "DEFAULT_PAGE_SIZE"]
 
 #: Candles per fetch: one page in flight and one being consumed bound the memory.
 DEFAULT_PAGE_SIZE = 50_000
@@ -47,8 +57,9 @@ _VALUE_FIELDS = ("open", "high", "low", "close", "volume", "buy_vol", "sell_vol"
 class Candle(NamedTuple):
     """One candle; immutable. Prices and volumes are exact ``Decimal`` values.
 
-    ``timestamp`` is the period start in integer µs since the epoch (UTC) and ``time`` the same
-    instant as an aware UTC ``datetime``. ``buy_vol``, ``sell_vol`` and ``open_interest`` are
+    ``timestamp`` is the period start in integer µs since the epoch (UTC) and ``time`` (also
+    ``open_time``) the same instant as an aware UTC ``datetime``; ``close_time`` is the period's
+    end (exclusive, aware UTC): the candle's values exist only from then on. ``buy_vol``, ``sell_vol`` and ``open_interest`` are
     None where the source does not give them. With ``missing="nan"`` a missing period's values
     are ``Decimal('NaN')``.
     """
@@ -65,6 +76,12 @@ class Candle(NamedTuple):
     buy_vol: Decimal | None
     sell_vol: Decimal | None
     open_interest: Decimal | None
+    close_time: datetime
+
+    @property
+    def open_time(self) -> datetime:
+        """The period start (the same as ``time``)."""
+        return self.time
 
 
 _NAN = Decimal("NaN")
@@ -123,7 +140,8 @@ def _page_candles(fetched: Fetched) -> Iterator[Candle]:
                 for i in np.flatnonzero(missing_rows[lo:lo + _CHUNK]).tolist():
                     column[i] = _NAN
         n = len(timestamps)
-        rows = zip([ticker] * n, [period] * n, timestamps, _times(stamps), *columns)
+        closes = _times(np.asarray(period_end(stamps, period), dtype=np.int64))
+        rows = zip([ticker] * n, [period] * n, timestamps, _times(stamps), *columns, closes)
         for row in rows:
             yield _new_candle(Candle, row)
 
@@ -132,11 +150,14 @@ class _Pager:
     """Plans the pages of a range and carries what the missing policy needs between pages."""
 
     def __init__(
-        self, ticker: object, period: object, start: object, end: object, page_size: int, missing: str
+        self, ticker: object, period: object, start: object, end: object, page_size: int, missing: str,
+        max_fill_ratio: float | None = None,
     ) -> None:
         if not isinstance(page_size, int) or page_size <= 0:
             raise ValueError(f"page_size={page_size!r} must be a positive integer")
         check_missing(missing)
+        self.max_fill_ratio = check_max_fill_ratio(max_fill_ratio)
+        self.quality: QualityReport | None = None  # of the pages read so far
         self.request = FetchRequest.create(ticker, period, start, end if end is not None else now_micros())
         self.page_size = page_size
         self.missing = missing
@@ -161,6 +182,8 @@ class _Pager:
             request_timeout=request_timeout, grid_start=page[0] if self.started else None,
             previous=self.previous,
         )
+        self.quality = fetched.quality if self.quality is None else self.quality.combine(fetched.quality)
+        check_fill_ratio(self.quality, self.max_fill_ratio)
         frame = fetched.frame
         closes = frame["close"].dropna()
         if len(closes):
@@ -180,9 +203,10 @@ def candles(
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
     missing: str = "drop",
+    max_fill_ratio: float | None = None,
     client: OHLCClient | None = None,
     **settings: Any,
-) -> Iterator[Candle]:
+) -> CandleIterator:
     """Iterate the candles of ``ticker`` with timestamps in ``[start, end]`` (end: default now).
 
     ``period`` is seconds or ``1m``/``1h``/…; times are int µs, ``datetime``, ``pandas.Timestamp``
@@ -190,11 +214,41 @@ def candles(
     ``"drop"`` (default), ``"nan"`` (``Decimal('NaN')`` values) or ``"ffill"`` (flat at the
     previous close, zero volume). ``client`` is an ``OHLCClient`` (used on the sync loop), or
     give the client settings (``iceberg_catalog_uri``, ``relay_endpoint``, …) as keywords.
+
+    The iterator's ``quality`` is the data-quality report of the pages read so far (complete
+    once the iteration ends). With ``max_fill_ratio`` (0 to 1), reading a page after which more
+    than that share of the candles read was made up by ``missing`` raises
+    :class:`~dexorder_feeds.vocabulary.errors.FillRatioError`.
     """
-    pager = _Pager(ticker, period, start, end, page_size, missing)
+    pager = _Pager(ticker, period, start, end, page_size, missing, max_fill_ratio)
     options = client_settings(settings)
     timeout = options.get("request_timeout")
-    return _sync_candles(pager, client, options, timeout)
+    return CandleIterator(_sync_candles(pager, client, options, timeout), pager)
+
+
+class CandleIterator(Iterator[Candle]):
+    """The candles of :func:`candles`, one by one; ``quality`` reports on the pages read so far."""
+
+    def __init__(self, candles: Iterator[Candle], pager: _Pager) -> None:
+        self._candles = candles
+        self._pager = pager
+
+    def __iter__(self) -> CandleIterator:
+        return self
+
+    def __next__(self) -> Candle:
+        return next(self._candles)
+
+    def close(self) -> None:
+        """Stop reading (the page in flight is cancelled)."""
+        close = getattr(self._candles, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def quality(self) -> QualityReport | None:
+        """The data-quality report of the pages read so far (None before the first)."""
+        return self._pager.quality
 
 
 def _sync_candles(
@@ -221,7 +275,7 @@ def _sync_candles(
             pending.cancel()
 
 
-async def acandles(
+def acandles(
     ticker: str,
     period: int | str,
     start: Any,
@@ -229,22 +283,29 @@ async def acandles(
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
     missing: str = "drop",
+    max_fill_ratio: float | None = None,
     client: OHLCClient | None = None,
     **settings: Any,
-) -> AsyncIterator[Candle]:
+) -> AsyncCandleIterator:
     """The ``async for`` twin of :func:`candles`, on the caller's event loop.
 
     Without ``client``, an ``OHLCClient`` with the given settings is started on the caller's
-    loop for the iteration and stopped at its end.
+    loop for the iteration and stopped at its end. ``quality`` as for :func:`candles`.
     """
-    pager = _Pager(ticker, period, start, end, page_size, missing)
+    pager = _Pager(ticker, period, start, end, page_size, missing, max_fill_ratio)
     options = client_settings(settings)
     timeout = options.get("request_timeout")
+    if client is not None and options:
+        raise TypeError("pass either client=... or client settings, not both")
+    return AsyncCandleIterator(_async_candles(pager, client, options, timeout), pager)
+
+
+async def _async_candles(
+    pager: _Pager, client: OHLCClient | None, options: dict[str, Any], timeout: float | None
+) -> AsyncIterator[Candle]:
     own = client is None
     if client is None:
         client = OHLCClient(**options)
-    elif options:
-        raise TypeError("pass either client=... or client settings, not both")
     try:
         page = pager.next_page()
         while page is not None:
@@ -256,3 +317,27 @@ async def acandles(
         if own:
             await client.stop()
 
+
+class AsyncCandleIterator(AsyncIterator[Candle]):
+    """The candles of :func:`acandles`; ``quality`` reports on the pages read so far."""
+
+    def __init__(self, candles: AsyncIterator[Candle], pager: _Pager) -> None:
+        self._candles = candles
+        self._pager = pager
+
+    def __aiter__(self) -> AsyncCandleIterator:
+        return self
+
+    async def __anext__(self) -> Candle:
+        return await self._candles.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading (and stop the client the iteration started)."""
+        aclose = getattr(self._candles, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    @property
+    def quality(self) -> QualityReport | None:
+        """The data-quality report of the pages read so far (None before the first)."""
+        return self._pager.quality

@@ -12,7 +12,9 @@
 
 Columns: ``Open, High, Low, Close, Volume`` (floats, each the nearest float to the stored
 ``int / 10**decimals``), plus ``Buy Volume``, ``Sell Volume`` and ``Open Interest`` where a
-symbol's source gives them, on a UTC ``DatetimeIndex`` of candle period starts (``Open time``).
+symbol's source gives them, on a UTC ``DatetimeIndex`` of candle period starts (``Open time``,
+vectorbt's convention: a row's values are known only at ``index + period``; docs/backtesting.md
+shows how to use a coarser timeframe on a finer one without look-ahead).
 The symbols of one ``download``/``update`` are fetched concurrently.
 """
 
@@ -32,6 +34,7 @@ from ..vocabulary.tickers import parse_ticker
 from ..vocabulary.times import now_micros, parse_period, to_micros
 from ._source import (
     Fetched,
+    check_max_fill_ratio,
     check_missing,
     client_settings,
     exact_floats,
@@ -82,6 +85,7 @@ def to_vbt_frame(fetched: Fetched, columns: list[str] | None = None) -> pd.DataF
     if columns is not None:
         result = result.reindex(columns=columns)
     result.attrs["snapshot_id"] = fetched.snapshot_id  # the Iceberg snapshot read (reproducibility)
+    result.attrs["quality"] = fetched.quality
     return result
 
 
@@ -97,12 +101,24 @@ class DexOrderData(vbt.Data):
     - ``timeframe`` (``"1m"``, ``"1h"``, ``"1d"``…) or ``period_seconds``
     - ``missing``: what a period without a stored candle becomes: ``"nan"`` (default),
       ``"drop"`` or ``"ffill"`` (flat at the previous close, zero volume)
+    - ``max_fill_ratio``: the largest share (0 to 1) of a symbol's rows the ``missing`` policy
+      may make up; above it ``download``/``update`` raise
+      :class:`~dexorder_feeds.vocabulary.errors.FillRatioError` (default None: no limit)
     - ``client`` (an ``OHLCClient``, then used on the sync loop) or the client settings
       ``iceberg_catalog_uri``, ``relay_endpoint``, ``notification_endpoint``, ``namespace``,
       ``request_timeout``.
 
     Like every ``vbt.Data``, per-symbol arguments can be given as ``vbt.symbol_dict``.
+
+    ``data.quality`` maps each symbol to the
+    :class:`~dexorder_feeds.vocabulary.quality.QualityReport` of its last download or update
+    (also ``data.data[symbol].attrs["quality"]``).
     """
+
+    @property
+    def quality(self) -> dict[Any, Any]:
+        """Each symbol's data-quality report (of its last download or update)."""
+        return {symbol: frame.attrs.get("quality") for symbol, frame in self.data.items()}
 
     # -- fetching ----------------------------------------------------------------------------
     @classmethod
@@ -116,12 +132,13 @@ class DexOrderData(vbt.Data):
         period_seconds = kwargs.pop("period_seconds", None)
         period = parse_period(period_seconds if period_seconds is not None else timeframe)
         missing = check_missing(kwargs.pop("missing", "nan"))
+        max_fill_ratio = check_max_fill_ratio(kwargs.pop("max_fill_ratio", None))
         client = kwargs.pop("client", None)
         kwargs.pop("show_progress", None)
         kwargs.pop("tqdm_kwargs", None)
         settings = client_settings(kwargs)
         return dict(ticker=symbol, period=period, start=start, end=end, missing=missing, client=client,
-                    settings=settings)
+                    settings=settings, max_fill_ratio=max_fill_ratio)
 
     @staticmethod
     async def _fetch_one(plan: Mapping[str, Any]) -> Fetched:
@@ -136,7 +153,7 @@ class DexOrderData(vbt.Data):
         return await fetch_candles(
             client, plan["ticker"], plan["period"], plan["start"], end, missing=plan["missing"],
             request_timeout=plan["settings"].get("request_timeout"), grid_start=plan.get("grid_start"),
-            previous=previous,
+            previous=previous, max_fill_ratio=plan.get("max_fill_ratio"),
         )
 
     @classmethod
@@ -241,4 +258,7 @@ class DexOrderData(vbt.Data):
         plans = {symbol: self._update_plan(symbol, self.select_symbol_kwargs(symbol, kwargs))
                  for symbol in self.symbols}
         fetched = self._fetch_all(plans, bool(kwargs.get("show_progress", False)), kwargs.get("tqdm_kwargs"))
-        return super().update(_fetched=symbol_dict(fetched))
+        updated = super().update(_fetched=symbol_dict(fetched))
+        for symbol, item in fetched.items():  # vectorbt concatenates frames, which drops attrs
+            updated.data[symbol].attrs.update(snapshot_id=item.snapshot_id, quality=item.quality)
+        return updated

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> float:
     args = parser.parse_args(argv)
 
     cerebro = bt.Cerebro()
+    # Bars are stamped at their close (the default bar_time="close"): no look-ahead.
     data = bt.feeds.DexOrderData(ticker=args.ticker, period_seconds=args.period,
                                  fromdate=datetime.fromisoformat(args.start), todate=datetime.fromisoformat(args.end))
     cerebro.adddata(data)
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> float:
     print(f"{args.ticker} {args.period}: {len(data)} bars, {len(strategy.trades)} orders filled, "
           f"{closed} trades closed")
     print(f"final value: {value:,.2f} (start {args.cash:,.2f})")
+    print(f"data quality: {data.quality}")  # candles expected, present, missing (and why), filled
     if args.plot:
         import matplotlib
 

@@ -42,11 +42,30 @@ def as_float(value: int, decimals: int) -> float:
     return float(Decimal(int(value)).scaleb(-decimals))  # float(Decimal) is correctly rounded
 
 
-def pandas_frame(ints: pd.DataFrame) -> pd.DataFrame:
-    """The reference: the same stored candles as floats, the way a user would build them."""
+EPOCH = datetime(1970, 1, 1)
+
+
+def close_time(ts: int, period: int) -> datetime:
+    """When a candle's bar is due (the feed's default): at its period end, or at backtrader's
+    session end (23:59:59.999990) of the day it closes when it closes at midnight UTC."""
+    end = EPOCH + timedelta(microseconds=int(ts), seconds=period)
+    if end.time() == datetime.min.time():
+        end -= timedelta(microseconds=10)
+    return end
+
+
+def as_bt(moment: datetime) -> datetime:
+    """``moment`` as backtrader gives it back (its date numbers round to ~10 µs)."""
+    return bt.num2date(bt.date2num(moment))
+
+
+def pandas_frame(ints: pd.DataFrame, period: int = 3600) -> pd.DataFrame:
+    """The reference: the same stored candles as floats, the way a user would build them, each
+    stamped when its period has closed."""
     columns = {c: [as_float(v, 2) for v in ints[c].tolist()] for c in ("open", "high", "low", "close")}
     columns["volume"] = [as_float(v, 6) for v in ints["volume"].tolist()]
-    return pd.DataFrame(columns, index=pd.to_datetime(ints["timestamp"].to_numpy(), unit="us"))
+    index = pd.DatetimeIndex([close_time(ts, period) for ts in ints["timestamp"].tolist()])
+    return pd.DataFrame(columns, index=index)
 
 
 class SmaCross(bt.Strategy):
@@ -106,8 +125,12 @@ def test_bars_are_the_stored_candles_exactly(uri):
                                    iceberg_catalog_uri=uri), Recorder)
     bars = strategy.bars[TICKER]
     assert len(bars) == len(ints) == 45 * 24
-    for bar, row in zip(bars, ints.itertuples()):
-        assert bar[0] == datetime(1970, 1, 1) + timedelta(microseconds=row.timestamp)
+    opened, _ = run(DexOrderData(ticker=TICKER, period_seconds="1h", fromdate=START, todate=END, bar_time="open",
+                                 iceberg_catalog_uri=uri), Recorder)
+    for bar, at_open, row in zip(bars, opened.bars[TICKER], ints.itertuples()):
+        assert bar[0] == as_bt(close_time(row.timestamp, 3600))  # the default: due at its close
+        assert at_open[0] == EPOCH + timedelta(microseconds=row.timestamp)  # opt-in: its open
+        assert at_open[1:6] == bar[1:6]
         assert bar[1:5] == (as_float(row.open, 2), as_float(row.high, 2), as_float(row.low, 2), as_float(row.close, 2))
         assert bar[5] == as_float(row.volume, 6)
 
@@ -148,7 +171,8 @@ def test_timeframe_and_compression_give_the_period(uri):
     daily = DexOrderData(ticker=TICKER, fromdate=START, todate=START + timedelta(days=9), iceberg_catalog_uri=uri)
     assert daily.period_seconds == 86400  # backtrader's default timeframe: Days x 1
     c, _ = run(daily, Recorder)
-    assert len(c.bars[TICKER]) == 10
+    assert len(c.bars[TICKER]) == 10  # the candles opening Jan 1 to Jan 10, each dated its own day
+    assert [bar[0].date() for bar in c.bars[TICKER]] == [(START + timedelta(days=i)).date() for i in range(10)]
 
 
 def test_fromdate_todate_and_name(uri):
@@ -156,13 +180,16 @@ def test_fromdate_todate_and_name(uri):
                         todate=datetime(2025, 1, 3, 9), iceberg_catalog_uri=uri)
     assert data._name == TICKER
     strategy, _ = run(data, Recorder)
-    assert [bar[0].hour for bar in strategy.bars[TICKER]] == [5, 6, 7, 8, 9]
+    # The candles opening 05:00 to 09:00, each stamped at its close.
+    assert [bar[0].hour for bar in strategy.bars[TICKER]] == [6, 7, 8, 9, 10]
     # Aware datetimes are converted to UTC; a date-only todate means the whole day.
     plus_one = timezone(timedelta(hours=1))
     aware = DexOrderData(ticker=TICKER, period_seconds=3600, fromdate=datetime(2025, 1, 3, 6, tzinfo=plus_one),
                          todate=datetime(2025, 1, 3).date(), iceberg_catalog_uri=uri)
     strategy, _ = run(aware, Recorder)
-    assert [bar[0].hour for bar in strategy.bars[TICKER]] == list(range(5, 24))
+    stamps = [bar[0] for bar in strategy.bars[TICKER]]
+    assert [stamp.hour for stamp in stamps] == list(range(6, 24)) + [23]  # candles of 05:00 to 23:00
+    assert stamps[-1] == as_bt(datetime(2025, 1, 3, 23, 59, 59, 999990))  # the day's last: at its session end
 
 
 def test_bad_arguments_say_what_to_do():
@@ -172,6 +199,8 @@ def test_bad_arguments_say_what_to_do():
         DexOrderData(ticker=TICKER, period_seconds=3600, fromdate=START, missing="zero")
     with pytest.raises(InvalidRequestError, match="bar_time"):
         DexOrderData(ticker=TICKER, period_seconds=3600, fromdate=START, bar_time="middle")
+    with pytest.raises(InvalidRequestError, match="sessionend"):
+        DexOrderData(ticker=TICKER, period_seconds=3600, fromdate=START, sessionend=datetime(2025, 1, 1, 17).time())
     with pytest.raises(ValueError, match="upper case"):
         DexOrderData(ticker="sim:btc/usdt", period_seconds=3600, fromdate=START)
 
@@ -196,13 +225,12 @@ def test_resample_hours_to_days(uri):
             assert bar[5] == pytest.approx(as_float(day["volume"].sum(), 6), rel=1e-12)
 
 
-def test_resample_and_replay_intraday_with_close_times(uri):
+def test_resample_and_replay_intraday_by_default(uri):
     four_hourly = stored(uri, period=14400, end=datetime(2025, 1, 10, 23, 59))
     for method in ("resampledata", "replaydata"):
         cerebro = bt.Cerebro(stdstats=False)
-        data = DexOrderData(ticker=TICKER, period_seconds=3600, fromdate=datetime(2025, 1, 1, 1),
-                            todate=datetime(2025, 1, 11),
-                            bar_time="close", iceberg_catalog_uri=uri)
+        data = DexOrderData(ticker=TICKER, period_seconds=3600, fromdate=START, todate=datetime(2025, 1, 10, 23),
+                            iceberg_catalog_uri=uri)
         getattr(cerebro, method)(data, timeframe=bt.TimeFrame.Minutes, compression=240)
         cerebro.addstrategy(Recorder)
         bars = cerebro.run()[0].bars[TICKER]
@@ -211,7 +239,7 @@ def test_resample_and_replay_intraday_with_close_times(uri):
             bars = [bar for bar, after in zip(bars, bars[1:] + [(None,) * 7]) if after[6] != bar[6]]
         assert len(bars) == len(four_hourly) == 60
         for bar, candle in zip(bars, four_hourly.itertuples()):
-            assert bar[0] == datetime(1970, 1, 1) + timedelta(microseconds=candle.timestamp + 14_400_000_000)
+            assert bar[0] == as_bt(close_time(candle.timestamp, 14400))
             assert bar[1] == as_float(candle.open, 2)
             assert bar[4] == as_float(candle.close, 2)
 

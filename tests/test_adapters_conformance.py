@@ -92,8 +92,13 @@ def assert_adapters_agree(iterated, bars, frame):
     """Each bt bar and vbt row is the iterator's candle, value for value."""
     assert len(iterated) == len(bars) == len(frame) > 0
     for candle, bar, (index, row) in zip(iterated, bars, frame.iterrows()):
-        naive = candle.time.replace(tzinfo=None)
-        assert bar[0] == naive and index.to_pydatetime() == candle.time
+        # backtrader: due at the close (a close at midnight: at the session end of that day);
+        # vectorbt: indexed by the open, as its exchange data.
+        close = candle.close_time.replace(tzinfo=None)
+        if close.time() == datetime.min.time():
+            close -= timedelta(microseconds=10)
+        assert bar[0] == bt.num2date(bt.date2num(close)) and index.to_pydatetime() == candle.time
+        assert candle.close_time == candle.open_time + timedelta(seconds=candle.period_seconds)
         for position, field in enumerate(FIELDS, start=1):
             exact = getattr(candle, field)
             value = float(exact)  # the nearest float to the exact Decimal

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from decimal import Decimal
+
 import pandas as pd
 import pytest
 
@@ -27,14 +29,34 @@ def test_the_readme_main_job_prints_168_candles(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_fetch_writes_files(tmp_path, suffix):
+def test_fetch_writes_real_prices_and_utc_times(tmp_path, suffix):
     out = tmp_path / f"out{suffix}"
     result = cli("fetch", "SIM:ETH/USDT", "--period", "4h", "--start", "2025-01-01", "--end", "2025-01-02",
                  "-o", str(out), cache=tmp_path)
     assert result.returncode == 0, result.stderr
-    frame = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
-    assert len(frame) == 7 and frame["ticker"].eq("SIM:ETH/USDT").all()
-    assert frame["timestamp"].diff().dropna().eq(4 * 3600 * 10**6).all()
+    raw = tmp_path / f"raw{suffix}"
+    result = cli("fetch", "SIM:ETH/USDT", "--period", "4h", "--start", "2025-01-01", "--end", "2025-01-02",
+                 "-o", str(raw), "--raw", cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    if suffix == ".csv":
+        frame = pd.read_csv(out, dtype=str, keep_default_na=False)
+        ints = pd.read_csv(raw)
+        assert frame["time"].iloc[0] == "2025-01-01T00:00:00Z" and frame["time"].iloc[-1] == "2025-01-02T00:00:00Z"
+        to_decimal = Decimal
+    else:
+        frame = pd.read_parquet(out)
+        ints = pd.read_parquet(raw)
+        assert str(frame["time"].dtype) == "datetime64[us, UTC]"
+        assert frame["time"].iloc[0] == pd.Timestamp("2025-01-01", tz="UTC")
+        to_decimal = Decimal  # parquet's decimal128 reads back as Decimal objects
+    assert len(frame) == len(ints) == 7 and frame["ticker"].eq("SIM:ETH/USDT").all()
+    assert ints["timestamp"].diff().dropna().eq(4 * 3600 * 10**6).all()  # --raw: the stored integers and µs
+    assert "timestamp" not in frame.columns
+    for column, decimals in (("open", 2), ("close", 2), ("volume", 6)):
+        # Exactly the stored integer over 10**decimals, written at the market's precision.
+        assert [to_decimal(v) for v in frame[column]] == [Decimal(int(v)).scaleb(-decimals) for v in ints[column]]
+    if suffix == ".csv":
+        assert all(len(v.split(".")[1]) == 2 for v in frame["close"])  # "3333.10", never "3333.1" or 3.3331E+3
 
 
 def test_coverage_lists_what_the_warehouse_holds(tmp_path):
@@ -91,3 +113,11 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "DEXORDER_CACHE_DIR": str(tmp_path)}).stdout.split()
     assert out == ["0", "False"]
+
+
+def test_fetch_prints_what_is_missing_and_why(tmp_path):
+    result = cli("fetch", "SIM:BTC/USDT", "--period", "1d", "--start", "2014-06-01", "--end", "2014-06-03",
+                 cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "0 of 3 candles stored, 3 missing" in result.stdout
+    assert "missing 2014-06-01T00:00:00Z .. 2014-06-03T00:00:00Z (3 candles): empty at source" in result.stdout

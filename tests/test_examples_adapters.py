@@ -45,6 +45,7 @@ def test_backtrader_sma_cross(runs):
     assert match and int(match[1]) == 59 * 24 and int(match[2]) > 0
     value = float(re.search(r"final value: ([\d,.]+)", stdout)[1].replace(",", ""))
     assert value != 100_000.0  # it traded
+    assert re.search(r"data quality: SIM:BTC/USDT 3600s: 1416 of 1416 candles stored, 0 missing", stdout)
     assert (root / "bt.png").read_bytes()[:8] == PNG_MAGIC
 
 

@@ -188,3 +188,37 @@ def test_repeating_a_stored_range_adds_no_snapshot(warehouse):
     again = historian.handle(request(request_id="again"))
     assert again.status == Notification.OK and again.row_count == 168
     assert (len(warehouse.load_table("coverage").snapshots()), len(warehouse.load_table("ohlc").snapshots())) == snapshots
+
+
+def _candle_file(root, rows):
+    pair = root / "MYX" / "ABC-USD"
+    pair.mkdir(parents=True)
+    lines = ["timestamp,open,high,low,close,volume"] + [",".join(row) for row in rows]
+    (pair / "1h.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("bad_row, text", [
+    (("2025-01-01T02:00:00Z", "10.00", "10.50", "9.50", "10.75", "3"), "high 10.50 is below max(open, close) 10.75"),
+    (("2025-01-01T02:00:00Z", "10.00", "10.50", "10.10", "10.20", "3"), "low 10.10 is above min(open, close) 10.00"),
+    (("2025-01-01T02:00:00Z", "10.00", "10.50", "9.50", "10.20", "-3"), "volume -3 is negative"),
+    (("2025-01-01T02:00:00Z", "-1.00", "10.50", "-9.50", "10.20", "3"), "is negative"),
+])
+def test_impossible_candles_are_refused_naming_source_and_time(warehouse, tmp_path, bad_row, text):
+    from dexorder_feeds.vocabulary.errors import InvalidCandleError
+
+    good = [("2025-01-01T00:00:00Z", "10.00", "10.50", "9.50", "10.20", "3"),
+            ("2025-01-01T01:00:00Z", "10.20", "10.60", "10.00", "10.40", "4")]
+    _candle_file(tmp_path, [*good, bad_row])
+    historian = Historian(warehouse, SourceRegistry({"MYX": f"files:{tmp_path}"}))
+    ticker = "MYX:ABC/USD"
+    note = historian.handle(request(ticker=ticker, end_time=SEED_START + 5 * H))
+    assert note.status == Notification.ERROR and note.error_type == InvalidCandleError.__name__
+    assert text in note.error_message
+    assert "files source" in note.error_message and "2025-01-01T02:00:00Z" in note.error_message
+    # Nothing of the range was stored: no candle, no coverage, no market decimals.
+    assert stored(warehouse, ticker) == []
+    assert warehouse.read_coverage(ticker, 3600) == []
+    assert warehouse.read_market(ticker) is None
+    # The range before the bad candle is fine on its own.
+    ok = historian.handle(request(ticker=ticker, end_time=SEED_START + 1 * H))
+    assert ok.status == Notification.OK and len(stored(warehouse, ticker)) == 2

@@ -39,7 +39,7 @@ def test_every_error_subclasses_the_builtin_the_seed_promises():
     assert issubclass(errors.RelayUnavailableError, ConnectionError)
     for name in ("InvalidRequestError", "InvalidTickerError", "InvalidPeriodError", "InvalidTimeRangeError",
                  "UnknownSourceError", "RequestFailedError", "DataError", "SourceFormatError", "PrecisionError",
-                 "ProtocolError"):
+                 "InvalidCandleError", "FillRatioError", "ProtocolError"):
         assert issubclass(getattr(errors, name), ValueError), name
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.DexOrderError)

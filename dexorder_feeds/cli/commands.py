@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..hookspecs import hookimpl
 
-__all__ = ["fetch_command", "coverage_command"]
+__all__ = ["fetch_command", "coverage_command", "export_frame", "write_export"]
 
 
 class ProgressBar:
@@ -64,6 +64,46 @@ def _decimal_view(frame: pd.DataFrame, price_decimals: int, volume_decimals: int
     return view
 
 
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "buy_vol", "sell_vol", "open_interest")
+
+
+def export_frame(frame: pd.DataFrame, market: Any) -> pd.DataFrame:
+    """The candles as people read them: ``ticker, period_seconds, time`` (ISO-8601 UTC, the
+    period start) and the real prices and volumes as exact ``Decimal`` values (None where the
+    source gives none)."""
+    from ..vocabulary.markets import real_prices
+
+    real = real_prices(frame, market, "decimal")
+    return real[["ticker", "period_seconds", "time", *[c for c in _VALUE_COLUMNS if c in real.columns]]]
+
+
+def write_export(frame: pd.DataFrame, market: Any, path: Path) -> None:
+    """Write real prices: CSV as exact decimal text and ``2025-01-01T00:00:00Z`` times, Parquet
+    as ``decimal128`` columns at the market's decimals and a UTC ``timestamp[us]`` column."""
+    view = export_frame(frame, market)
+    if path.suffix == ".csv":
+        text = view.copy()
+        text["time"] = view["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ") if len(view) else view["time"].astype(str)
+        for column in _VALUE_COLUMNS:
+            if column in text.columns:
+                text[column] = [format(v, "f") if v is not None else "" for v in view[column].tolist()]
+        text.to_csv(path, index=False)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays: dict[str, pa.Array] = {
+        "ticker": pa.array(view["ticker"].astype(str).tolist(), type=pa.string()),
+        "period_seconds": pa.array(view["period_seconds"].to_numpy(), type=pa.int64()),
+        "time": pa.array(view["time"].to_numpy(), type=pa.timestamp("us", tz="UTC")),
+    }
+    for column in _VALUE_COLUMNS:
+        if column in view.columns:
+            decimals = market.decimals_for(column) if market is not None else 0
+            arrays[column] = pa.array(view[column].tolist(), type=pa.decimal128(38, decimals))
+    pq.write_table(pa.table(arrays), path)
+
+
 def fetch_command(args: argparse.Namespace, catalog_properties: dict[str, str]) -> int:
     from ..plugins import get_plugin_manager
     from ..client.sync import fetch_ohlc, price_scale
@@ -80,17 +120,29 @@ def fetch_command(args: argparse.Namespace, catalog_properties: dict[str, str]) 
     market = price_scale(args.ticker, **_settings_kwargs(args, catalog_properties))
     if args.output:
         path = Path(args.output)
-        if path.suffix == ".parquet":
-            frame.to_parquet(path, index=False)
-        elif path.suffix == ".csv":
-            frame.to_csv(path, index=False)
-        else:
+        if path.suffix not in (".csv", ".parquet"):
             print(f"error: --output must end in .csv or .parquet, not {path.suffix or 'nothing'}", file=sys.stderr)
             return 2
-        print(f"wrote {len(frame)} candles to {path} (integer prices: divide by 10**{market.price_decimals if market else '?'})")
+        if args.raw:
+            if path.suffix == ".parquet":
+                frame.to_parquet(path, index=False)
+            else:
+                frame.to_csv(path, index=False)
+            print(f"wrote {len(frame)} candles to {path} (raw: integer prices, divide by "
+                  f"10**{market.price_decimals if market else '?'}; µs timestamps)")
+        else:
+            write_export(frame, market, path)
+            print(f"wrote {len(frame)} candles to {path} (real prices, UTC times)")
         return 0
     print(f"{len(frame)} candles of {args.ticker} ({frame.attrs.get('period_seconds')} s), "
           f"Iceberg snapshot {frame.attrs.get('snapshot_id')}")
+    quality = frame.attrs.get("quality")
+    if quality is not None and quality.missing:
+        print(str(quality).split("\n", 1)[0])
+        for item in quality.missing[:5]:
+            print(f"  missing {item}")
+        if len(quality.missing) > 5:
+            print(f"  … {len(quality.missing) - 5} more missing ranges")
     if len(frame) and market is not None:
         view = _decimal_view(frame, market.price_decimals, market.volume_decimals)
         with pd.option_context("display.width", 120, "display.max_columns", 10):

@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--period", default="1h", help="seconds or 1m/5m/15m/1h/4h/1d/1w (Monday weeks)/1M (calendar months) (default 1h)")
     fetch.add_argument("--start", required=True, help="ISO time or µs, e.g. 2025-01-01")
     fetch.add_argument("--end", required=True, help="ISO time or µs, inclusive")
-    fetch.add_argument("-o", "--output", help="write .csv or .parquet instead of printing")
+    fetch.add_argument("-o", "--output", help="write .csv or .parquet instead of printing (real prices as exact "
+                       "decimals, ISO-8601 UTC times)")
+    fetch.add_argument("--raw", action="store_true",
+                       help="with -o: write the stored integers and µs timestamps instead of real prices")
     fetch.add_argument("--relay-endpoint")
     fetch.add_argument("--notification-endpoint")
     fetch.add_argument("--timeout", type=float, default=None, help="request timeout in seconds")

@@ -29,6 +29,7 @@ from ..config import Settings
 from ..events import emit
 from .iceberg_client import IcebergClient, candles_to_frame
 from ..vocabulary.periods import shift_periods
+from ..vocabulary.quality import quality_report
 from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
@@ -136,6 +137,9 @@ class Fetcher:
                            content_hash=digest)
         if request.as_of is not None:
             frame.attrs["as_of"] = request.as_of
+        frame.attrs["quality"] = quality_report(request.ticker, request.period_seconds, request.interval,
+                                                frame["timestamp"].to_numpy(), cached.covered,
+                                                now=cached.snapshot_time)
         return frame
 
     @staticmethod

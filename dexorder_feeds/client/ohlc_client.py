@@ -18,7 +18,7 @@ from ..config import Settings, resolve_settings
 from ..vocabulary.errors import ClientClosedError
 from .fetcher import FetchContext, Fetcher
 from .iceberg_client import FetchRequest, IcebergClient
-from ..vocabulary.markets import MarketInfo
+from ..vocabulary.markets import MarketInfo, check_price_kind, real_prices
 from ..plugins import get_plugin_manager
 from .transport import HistoryTransport
 
@@ -155,6 +155,7 @@ class OHLCClient:
         request_timeout: float | None = None,
         *,
         as_of: str | int | None = None,
+        prices: str = "integer",
     ) -> pd.DataFrame:
         """Candles with timestamps in ``[start_time, end_time]``: from the cache, missing ranges
         requested from the historian first.
@@ -162,19 +163,30 @@ class OHLCClient:
         Times are integer µs, ``datetime``, ``pandas.Timestamp`` or ISO strings (naive = UTC);
         ``period_seconds`` is seconds or ``1m``/``1h``/…; ``request_timeout`` defaults to the
         client's (30 s). Returns the seed's DataFrame sorted by timestamp, integer columns, with
-        ``attrs["snapshot_id"]`` naming the Iceberg snapshot read and ``attrs["content_hash"]`` the
-        candles (see docs/reproducibility.md).
+        ``attrs["snapshot_id"]`` naming the Iceberg snapshot read, ``attrs["content_hash"]`` the
+        candles (see docs/reproducibility.md) and ``attrs["quality"]`` its
+        :class:`~dexorder_feeds.vocabulary.quality.QualityReport`.
 
         ``as_of`` (a pin name or a snapshot id) reads exactly that snapshot and fills nothing:
         a closed period it does not hold raises ``MissingAtSnapshotError``.
+
+        ``prices="decimal"`` gives exact ``Decimal`` prices and volumes instead (``Decimal(int) /
+        10**decimals`` at the market's decimals, None where a value is absent), ``"float"`` the
+        nearest floats (NaN where absent); both add a ``time`` column (the period start as a UTC
+        datetime) after ``timestamp``.
         """
+        check_price_kind(prices)
         request = FetchRequest.create(ticker, period_seconds, start_time, end_time, as_of)
         if self._closed:
             raise ClientClosedError("this OHLCClient was stopped; create a new one")
         if self._fetcher is None:
             await self.start()
         assert self._fetcher is not None
-        return await self._fetcher.fetch(request, request_timeout)
+        frame = await self._fetcher.fetch(request, request_timeout)
+        if prices == "integer":
+            return frame
+        market = await self.price_scale(request.ticker) if len(frame) else None
+        return real_prices(frame, market, prices)
 
     async def price_scale(self, ticker: str) -> MarketInfo | None:
         """The market's decimals (through the ``dexorder_price_scale`` hook), or None if unknown."""

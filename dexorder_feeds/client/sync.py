@@ -92,9 +92,9 @@ async def shared_client(settings: Any) -> Any:
 
 
 async def _fetch(settings: Any, args: tuple, request_timeout: float | None,
-                 as_of: str | int | None = None) -> pd.DataFrame:
+                 as_of: str | int | None = None, prices: str = "integer") -> pd.DataFrame:
     client = await shared_client(settings)
-    return await client.fetch_ohlc(*args, request_timeout=request_timeout, as_of=as_of)
+    return await client.fetch_ohlc(*args, request_timeout=request_timeout, as_of=as_of, prices=prices)
 
 
 def _settings(**kwargs: Any) -> Any:
@@ -115,17 +115,23 @@ def fetch_ohlc(
     catalog_properties: Mapping[str, Any] | None = None,
     sources: Mapping[str, str] | list[str] | None = None,
     as_of: str | int | None = None,
+    prices: str = "integer",
 ) -> pd.DataFrame:
     """Blocking :meth:`OHLCClient.fetch_ohlc` on a shared client per settings.
 
     Settings not given come from the environment and config file, as for ``OHLCClient``.
+    ``prices``: ``"integer"`` (the seed's stored integers, default), ``"decimal"`` or ``"float"``.
     """
+    from ..vocabulary.markets import check_price_kind
+
+    check_price_kind(prices)
     settings = _settings(
         iceberg_catalog_uri=iceberg_catalog_uri, relay_endpoint=relay_endpoint,
         notification_endpoint=notification_endpoint, namespace=namespace,
         catalog_properties=catalog_properties, sources=sources,
     )
-    return run_sync(_fetch(settings, (ticker, period_seconds, start_time, end_time), request_timeout, as_of))
+    return run_sync(_fetch(settings, (ticker, period_seconds, start_time, end_time), request_timeout, as_of,
+                           prices))
 
 
 async def _price_scale(settings: Any, ticker: str) -> Any:

@@ -6,13 +6,22 @@ with the market's decimals, and commits through the warehouse's single committer
 (first time only), then the candles not already stored (one atomic append), then the coverage
 row (also for an empty range). Candles are committed before coverage, so a crash in between
 leaves stored candles that gap detection already counts, never coverage without candles.
+
+A candle that cannot be real is refused, never stored: a high below ``max(open, close)``, a low
+above ``min(open, close)``, or a negative price or volume. The request then fails with
+:class:`~dexorder_feeds.vocabulary.errors.InvalidCandleError` naming the source, the candle's
+time and the values, and nothing of the range is stored (no candle, no coverage): a backtest
+never runs on a candle whose fills it could not have had, and fixing the source's data and
+asking again stores the range.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +30,7 @@ import pyarrow as pa
 from ..vocabulary.errors import (
     DataError,
     DexOrderError,
+    InvalidCandleError,
     InvalidPeriodError,
     InvalidRequestError,
     InvalidTimeRangeError,
@@ -38,7 +48,7 @@ from ..wire import HistoryRequest, Notification
 from ..wire.errors import wire_name
 from .sources import IngestSource, SourceCandles, SourceRegistry
 
-__all__ = ["Historian", "ValidatedRequest", "validate_request", "DEFAULT_MAX_RANGE_CANDLES"]
+__all__ = ["Historian", "ValidatedRequest", "check_candles", "validate_request", "DEFAULT_MAX_RANGE_CANDLES"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +110,48 @@ def _holds(source: IngestSource, valid: ValidatedRequest) -> bool:
     """Whether ``source`` holds the request's period itself (None: it serves any period)."""
     offered = source.periods(valid.ticker)
     return offered is None or valid.period_seconds in offered
+
+
+def _iso(micros: int) -> str:
+    return pd.Timestamp(int(micros), unit="us", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_candles(scaled: pd.DataFrame, market: MarketInfo, period_seconds: int, source: str) -> None:
+    """Refuse candles that cannot be real (see the module docstring), naming the first one."""
+    if scaled.empty:
+        return
+
+    def value(column: str, i: int) -> Decimal:
+        return market.to_decimal(column, int(scaled[column].iloc[i]))
+
+    ints = {c: scaled[c].to_numpy(dtype=np.int64) for c in (*PRICE_COLUMNS, "volume")}
+    top, bottom = np.maximum(ints["open"], ints["close"]), np.minimum(ints["open"], ints["close"])
+    problems: list[tuple[np.ndarray, Callable[[int], str]]] = [
+        (ints["high"] < top,
+         lambda i: f"high {value('high', i)} is below max(open, close) {market.to_decimal('open', int(top[i]))}"),
+        (ints["low"] > bottom,
+         lambda i: f"low {value('low', i)} is above min(open, close) {market.to_decimal('open', int(bottom[i]))}"),
+    ]
+
+    def is_negative(column: str) -> Callable[[int], str]:
+        return lambda i: f"{column} {value(column, i)} is negative"
+
+    for column in (*PRICE_COLUMNS, "volume", "buy_vol", "sell_vol", "open_interest"):
+        if column in scaled.columns:
+            negative = (scaled[column].fillna(0) < 0).to_numpy(dtype=bool)
+            problems.append((negative, is_negative(column)))
+    bad = [(int(np.argmax(mask)), describe) for mask, describe in problems if mask.any()]
+    if not bad:
+        return
+    first, describe = min(bad, key=lambda item: item[0])
+    count = int(np.logical_or.reduce([mask for mask, _ in problems]).sum())
+    ts = int(scaled["timestamp"].iloc[first])
+    raise InvalidCandleError(
+        f"{market.ticker}: the {source} source gave an impossible {period_seconds}s candle at {_iso(ts)} "
+        f"(timestamp {ts}): {describe(first)}"
+        + (f"; {count} candles of the range are impossible" if count > 1 else "")
+        + ". Nothing of the range was stored; correct the source's data and ask again"
+    )
 
 
 def _rescale(frame: pd.DataFrame, source_market: MarketInfo, stored: MarketInfo) -> pd.DataFrame:
@@ -203,15 +255,20 @@ class Historian:
 
         def commit() -> tuple[int, int]:
             t1 = time.perf_counter()
+
+            def scale(market: MarketInfo) -> pd.DataFrame:
+                scaled = _rescale(frame, source_market, market) if got.scaled else scale_to_integers(frame, market)
+                check_candles(scaled, market, valid.period_seconds, source.name)  # before anything is written
+                return scaled
+
             market = self.warehouse.read_market(ticker)
-            if market is None:
+            scaled = scale(market or source_market)
+            if market is None and not frame.empty:
                 # An empty answer says nothing about the market's precision: store decimals
                 # only with the first candles, so files added later are not held to 0/0.
-                market = source_market if frame.empty else self.warehouse.write_market(source_market, source.name)
-            if got.scaled:
-                scaled = _rescale(frame, source_market, market)
-            else:
-                scaled = scale_to_integers(frame, market)
+                market = self.warehouse.write_market(source_market, source.name)
+                if market != source_market:  # another writer stored the market first
+                    scaled = scale(market)
             if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
                 scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
             table = self._to_arrow(ticker, valid.period_seconds, scaled)

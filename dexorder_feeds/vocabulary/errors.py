@@ -17,6 +17,8 @@ __all__ = [
     "DataError",
     "SourceFormatError",
     "PrecisionError",
+    "InvalidCandleError",
+    "FillRatioError",
     "MissingAtSnapshotError",
     "ProtocolError",
     "RelayUnavailableError",
@@ -75,6 +77,20 @@ class PrecisionError(DataError):
     """Values are finer than the decimals stored for their market; storing them would lose data."""
 
 
+class InvalidCandleError(DataError):
+    """A source gave a candle that cannot be real (high below open or close, low above them, a
+    negative price or volume); it is refused with its source and time, nothing of its range is
+    stored."""
+
+
+class FillRatioError(DataError):
+    """An adapter's missing-data policy made up a larger share of the candles than the caller's
+    ``max_fill_ratio``; ``ratio`` is that share and ``report`` the quality report."""
+
+    def __init__(self, message: str, *, ratio: float | None = None, report: object = None) -> None:
+        super().__init__(message)
+        self.ratio = ratio
+        self.report = report
 class MissingAtSnapshotError(DataError):
     """Part of the asked range was never ingested by the snapshot ``as_of`` reads (which never
     fills gaps); the message names the ranges."""

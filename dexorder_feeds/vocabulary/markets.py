@@ -8,14 +8,29 @@ the division). Once stored, a market's decimals never change what stored integer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, PrecisionError
+from .errors import DataError, InvalidRequestError, PrecisionError
 
-__all__ = ["MarketInfo", "PRICE_COLUMNS", "VOLUME_COLUMNS", "VALUE_COLUMNS", "scale_to_integers"]
+__all__ = [
+    "MarketInfo",
+    "PRICE_COLUMNS",
+    "PRICE_KINDS",
+    "VOLUME_COLUMNS",
+    "VALUE_COLUMNS",
+    "check_price_kind",
+    "exact_decimals",
+    "exact_floats",
+    "real_prices",
+    "scale_to_integers",
+]
+
+#: What ``fetch_ohlc(prices=...)`` gives: the stored integers, exact Decimals or nearest floats.
+PRICE_KINDS = ("integer", "decimal", "float")
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VOLUME_COLUMNS = ("volume", "buy_vol", "sell_vol", "open_interest")
@@ -25,6 +40,9 @@ _MAX_DECIMALS = 18
 _INT64_MAX = 2**63 - 1
 # Floats are exact integers below 2**53; beyond that a scaled value cannot be checked exactly.
 _FLOAT_EXACT_LIMIT = float(2**53)
+_FLOAT_EXACT = 2**53
+# A stored int64 has at most 19 digits: 40 keeps every scaled value exact, whatever the caller's context.
+_DECIMAL_CONTEXT = Context(prec=40)
 
 
 @dataclass(frozen=True)
@@ -118,4 +136,81 @@ def scale_to_integers(frame: pd.DataFrame, market: MarketInfo) -> pd.DataFrame:
             out[column] = scaled
         else:
             out[column] = _scale_column(values, market.decimals_for(column), ticker=market.ticker, column=column)
+    return out
+
+
+def exact_floats(values: pd.Series | np.ndarray, decimals: int) -> np.ndarray:
+    """``int / 10**decimals`` as float64, each the nearest float to the exact value; NaN where null.
+
+    Why this is exact to the nearest float: an integer of magnitude up to 2**53 converts to
+    float64 without rounding, and ``10.0**decimals`` is exact for ``decimals <= 22`` (5**22 <
+    2**53), so the one IEEE division is correctly rounded: the nearest float to the true quotient,
+    the same as ``float(Decimal(i) / 10**decimals)``. Larger integers take Python's correctly
+    rounded ``int / int`` division instead (no float detour before the division).
+    """
+    if isinstance(values, pd.Series):
+        mask = values.isna().to_numpy()
+        ints = values.to_numpy(dtype=np.int64, na_value=0) if mask.any() else values.to_numpy(dtype=np.int64)
+    else:
+        ints = np.asarray(values, dtype=np.int64)
+        mask = None
+    out = ints.astype(np.float64)
+    if decimals:
+        out /= 10.0**decimals
+    big = (ints > _FLOAT_EXACT) | (ints < -_FLOAT_EXACT)
+    if big.any():
+        scale = 10**decimals
+        out[big] = [value / scale for value in ints[big].tolist()]
+    if mask is not None and mask.any():
+        out[mask] = np.nan
+    return out
+
+
+def exact_decimals(values: pd.Series, decimals: int) -> list[Decimal | None]:
+    """``Decimal(int) / 10**decimals`` of each stored integer, at the market's exponent
+    (``Decimal('100.00')`` for 2 decimals); None where null."""
+    mask = values.isna().to_numpy()
+    ints = values.to_numpy(dtype=np.int64, na_value=0).tolist() if mask.any() else values.tolist()
+    out: list[Decimal | None] = [Decimal(int(v)).scaleb(-decimals, _DECIMAL_CONTEXT) for v in ints]
+    for i in np.flatnonzero(mask).tolist():
+        out[i] = None
+    return out
+
+
+def check_price_kind(kind: object) -> str:
+    """``kind`` if it is one of :data:`PRICE_KINDS`, else a clear error."""
+    if kind not in PRICE_KINDS:
+        raise InvalidRequestError(f"prices={kind!r} must be 'integer' (the stored integers, default), 'decimal' "
+                                  "(exact Decimal values) or 'float' (the nearest floats)")
+    return str(kind)
+
+
+def real_prices(frame: pd.DataFrame, market: MarketInfo | None, kind: str) -> pd.DataFrame:
+    """The seed's integer candle frame with real values: ``kind`` ``"decimal"`` (exact
+    ``Decimal`` objects, None where null) or ``"float"`` (the nearest float64, NaN where null),
+    and a ``time`` column (the period start, ``datetime64[us, UTC]``) after ``timestamp``.
+
+    ``"integer"`` returns ``frame`` itself. ``market`` may be None only for an empty frame.
+    """
+    check_price_kind(kind)
+    if kind == "integer":
+        return frame
+    if len(frame) and market is None:
+        raise DataError("candles are stored but the market's decimals are unknown; cannot give real prices")
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        out[column] = frame[column]
+        if column == "timestamp":
+            out["time"] = pd.to_datetime(frame["timestamp"].to_numpy(dtype=np.int64), unit="us", utc=True)
+    for column in VALUE_COLUMNS:
+        if column not in frame.columns:
+            continue
+        decimals = market.decimals_for(column) if market is not None else 0
+        values: Any
+        if kind == "float":
+            values = exact_floats(frame[column], decimals)
+        else:
+            values = pd.Series(exact_decimals(frame[column], decimals), index=frame.index, dtype=object)
+        out[column] = values
+    out.attrs.update(frame.attrs)
     return out

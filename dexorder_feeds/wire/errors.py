@@ -31,6 +31,8 @@ WIRE_ERRORS: Mapping[str, type[errors.DexOrderError]] = MappingProxyType({
     "DataError": errors.DataError,
     "SourceFormatError": errors.SourceFormatError,
     "PrecisionError": errors.PrecisionError,
+    "InvalidCandleError": errors.InvalidCandleError,
+    "FillRatioError": errors.FillRatioError,
     "MissingAtSnapshotError": errors.MissingAtSnapshotError,
     "ProtocolError": errors.ProtocolError,
     "RelayUnavailableError": errors.RelayUnavailableError,
