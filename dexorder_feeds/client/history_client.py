@@ -518,10 +518,19 @@ class HistoryClient(HistoryTransport):
         loop = self._loop
         request_id = request.request_id
         first = True
+        shut_down = ""  # what the relay said when it shut down before running the request
         while True:
             notified: asyncio.Future[Notification] = loop.create_future()
             self._notifications[request_id] = notified  # before sending: no notification can be missed
-            reply = await self._send_request(request, deadline, timeout, announce=first)
+            try:
+                reply = await self._send_request(request, deadline, timeout, announce=first)
+            except errors.RelayUnavailableError as exc:
+                if not shut_down:
+                    raise
+                raise errors.RelayUnavailableError(
+                    f"{shut_down}: request {request_id} was sent again, but no relay answered at "
+                    f"{self.relay_endpoint} within its {timeout:g} s timeout. Check that `dexorder-feeds serve` "
+                    "runs there; the request is safe to send again") from exc
             first = False
             if not reply.accepted:
                 raise self._rejection(reply)
@@ -530,6 +539,7 @@ class HistoryClient(HistoryTransport):
                 return notification
             if deadline - loop.time() <= _RESEND_PAUSE_SECONDS:
                 return notification
+            shut_down = notification.error_message.split(";")[0] or "the relay shut down before running it"
             log.info("HistoryClient %s: the relay did not run request %s (%s); sending it again",
                      self.client_id, request_id, notification.error_message)
             await asyncio.sleep(_RESEND_PAUSE_SECONDS)  # the old relay's connection goes meanwhile

@@ -30,6 +30,7 @@ from ..wire.errors import wire_name
 from .notifications import Notifier
 from .results import ResultCache
 from .scheduling import Scheduler
+from .subscriptions import MAX_ID_LENGTH
 
 __all__ = ["Intake", "id_problem", "MAX_ENVELOPE_FRAMES", "MAX_ID_LENGTH", "MAX_PENDING_CHECKS",
            "DEFAULT_MAX_QUEUED", "SUBSCRIBE_CHECK_WAIT_SECONDS"]
@@ -37,7 +38,6 @@ __all__ = ["Intake", "id_problem", "MAX_ENVELOPE_FRAMES", "MAX_ID_LENGTH", "MAX_
 log = logging.getLogger("dexorder_feeds.relay.server")  # one logger for the whole relay
 
 MAX_ENVELOPE_FRAMES = 32
-MAX_ID_LENGTH = 128
 MAX_PENDING_CHECKS = 10_000
 DEFAULT_MAX_QUEUED = 10_000
 SUBSCRIBE_CHECK_WAIT_SECONDS = 5.0
@@ -202,7 +202,13 @@ class Intake:
                                                      error_type=_PROTOCOL, reason="a SubscribeCheck needs a client_id"))
             return
         topic = notification_topic(check.client_id)
-        if await self.notifier.subscriptions.wait_live(topic, self.subscribe_check_wait):
+        subscriptions = self.notifier.subscriptions
+        refused = subscriptions.refusal(topic)
+        if refused and not subscriptions.is_live(topic):
+            await self._reply(envelope, RequestReply(
+                request_id=check.request_id, accepted=False, error_type=_RETRY,
+                reason=f"the relay refused the subscription to {topic.decode(errors='replace')!r}: {refused}"))
+        elif await subscriptions.wait_live(topic, self.subscribe_check_wait):
             await self._reply(envelope, RequestReply(request_id=check.request_id, accepted=True))
         else:
             await self._reply(envelope, RequestReply(

@@ -1,6 +1,7 @@
 """The relay's two sockets: a ROUTER for requests and an XPUB for notifications.
 
-Both are bound with the same limits against floods (backlog, largest message), heartbeats that
+Both are bound with the same limits against floods (backlog, largest message: a subscription
+message is never longer than the longest ``RESPONSE:{client_id}`` topic), heartbeats that
 drop dead peers (so a vanished subscriber's topic is released) and, when configured, CURVE.
 """
 
@@ -13,6 +14,7 @@ import zmq.asyncio
 
 from ..auth import ServerCurve, configure_server_socket
 from ..vocabulary.errors import InvalidRequestError
+from .subscriptions import MAX_SUBSCRIPTION_BYTES
 
 __all__ = [
     "BoundSockets",
@@ -60,6 +62,12 @@ def bind_sockets(ctx: zmq.asyncio.Context, relay_endpoint: str, notification_end
         configure_server_socket(sock, curve)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     xpub.setsockopt(zmq.SNDHWM, NOTIFICATION_SNDHWM)
+    # Subscriptions are applied by the relay, not by libzmq: only RESPONSE:{client_id} topics,
+    # within the per-peer and total limits (see relay.subscriptions). And no subscription
+    # message may be longer than the longest such topic: libzmq disconnects the peer before it
+    # stores a longer one.
+    xpub.setsockopt(zmq.XPUB_MANUAL, 1)
+    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
     for sock, endpoint, what in ((router, relay_endpoint, "relay"), (xpub, notification_endpoint, "notification")):
         try:
             sock.bind(endpoint)
