@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
@@ -15,13 +15,14 @@ import zmq.asyncio
 
 from ..storage.catalog import scrub
 from ..wire import Notification, encode_frame, notification_topic
-from .subscriptions import HeldNotification, Subscriptions, release_freed_memory
+from .subscriptions import HeldNotification, Subscriptions, release_freed_memory, topic_problem
 
 __all__ = ["Notifier", "NOTIFICATION_HOLD_SECONDS"]
 
 log = logging.getLogger("dexorder_feeds.relay.server")  # one logger for the whole relay
 
 NOTIFICATION_HOLD_SECONDS = 30.0
+FLOOD_BATCH = 128  # after this many subscription messages read in a row, look for a flooding peer
 _RELEASE_EVERY = 256  # hand freed memory back to the system after this many ended subscriptions
 
 
@@ -44,7 +45,7 @@ class Notifier:
 
     def __init__(self, xpub: zmq.asyncio.Socket, subscriptions: Subscriptions, *,
                  hold_seconds: float = NOTIFICATION_HOLD_SECONDS, secrets: Mapping[str, Any] | None = None,
-                 manual: bool = False) -> None:
+                 manual: bool = False, on_flood: Callable[[str], object] | None = None) -> None:
         self.subscriptions = subscriptions
         self.hold_seconds = hold_seconds
         self.refused = 0  # subscriptions refused so far
@@ -53,6 +54,8 @@ class Notifier:
         self._secrets = dict(secrets or {})  # catalog properties: their secret values never go on the wire
         self._released = 0  # subscriptions ended since freed memory was last handed back
         self._last_refusal_log = -1e9
+        self._on_flood = on_flood  # called when a peer may be flooding
+        self._last_flood_call = -1e9
 
     async def watch(self) -> None:
         """Read the subscription messages (``\\x01topic`` / ``\\x00topic``) until the socket closes.
@@ -74,7 +77,11 @@ class Notifier:
                     return
                 log.warning("relay: subscription poll failed (%s); continuing", exc)
                 continue
+            batch = 0  # messages read in a row: many at once means a peer floods
             while not self._xpub.closed:
+                batch += 1
+                if batch % FLOOD_BATCH == 0:
+                    self._flood(f"{batch} subscription messages arrived at once")
                 try:
                     frame = reader.recv(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
@@ -87,6 +94,9 @@ class Notifier:
                 send_now = self._on_message(reader, frame)
                 for topic, held_frame in send_now:
                     await self._send(topic, held_frame)
+            if batch > FLOOD_BATCH or self._released >= _RELEASE_EVERY:
+                self._released = 0  # what a flood or many leaving peers freed goes back to the system
+                release_freed_memory()
 
     def _on_message(self, reader: zmq.Socket, frame: zmq.Frame) -> list[tuple[bytes, bytes]]:
         """Apply one subscription message; returns the held notifications to send now."""
@@ -99,6 +109,8 @@ class Notifier:
             problem = self.subscriptions.admit(topic, peer) if self._manual else ""
             if problem:
                 self._log_refusal(topic, peer, problem)
+                if not topic_problem(topic):  # over a limit, not malformed (those disconnect at once)
+                    self._flood(problem)
                 return []
             if self._manual:
                 try:  # applies to the connection the message just read came from
@@ -115,10 +127,14 @@ class Notifier:
                     pass
             if self.subscriptions.unsubscribed(topic, _peer_of(frame) or None):
                 self._released += 1
-                if self._released >= _RELEASE_EVERY:
-                    self._released = 0
-                    release_freed_memory()
         return []
+
+    def _flood(self, why: str) -> None:
+        """A peer may be flooding: let ``on_flood`` look (at most ten times a second)."""
+        now = time.monotonic()
+        if self._on_flood is not None and now - self._last_flood_call >= 0.1:
+            self._last_flood_call = now
+            self._on_flood(why)
 
     def _log_refusal(self, topic: bytes, peer: str, problem: str) -> None:
         self.refused += 1
