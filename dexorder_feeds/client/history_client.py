@@ -26,6 +26,7 @@ from .transport import (
 )
 from ..vocabulary.errors import ProtocolError
 from ..wire import (
+    SUBSCRIPTION_REFUSED,
     HistoryRequest,
     Notification,
     RequestReply,
@@ -395,6 +396,10 @@ class HistoryClient(HistoryTransport):
             if reply.accepted:
                 return
             last_reason = reply.reason
+            if reply.reason.startswith(SUBSCRIPTION_REFUSED):  # a limit at the relay: waiting will not help
+                raise errors.RelayUnavailableError(
+                    f"{reply.reason} (relay {self.relay_endpoint}, client {self.client_id}); retry later, or ask "
+                    "the relay's operator to raise its subscription limits")
             if reply.error_type not in ("RelayUnavailableError", ""):
                 raise error_from_type(reply.error_type, reply.reason, default=errors.ProtocolError)
         if last_reason:

@@ -25,7 +25,15 @@ import zmq.asyncio
 from ..ingest.historian import Historian
 from ..storage.catalog import scrub
 from ..vocabulary.errors import DexOrderError, ProtocolError, RelayUnavailableError
-from ..wire import HistoryRequest, RequestReply, SubscribeCheck, decode_frame, encode_frame, notification_topic
+from ..wire import (
+    SUBSCRIPTION_REFUSED,
+    HistoryRequest,
+    RequestReply,
+    SubscribeCheck,
+    decode_frame,
+    encode_frame,
+    notification_topic,
+)
 from ..wire.errors import wire_name
 from .notifications import Notifier
 from .results import ResultCache
@@ -203,13 +211,15 @@ class Intake:
             return
         topic = notification_topic(check.client_id)
         subscriptions = self.notifier.subscriptions
+        live = subscriptions.is_live(topic) or (
+            not subscriptions.refusal(topic) and await subscriptions.wait_live(topic, self.subscribe_check_wait))
         refused = subscriptions.refusal(topic)
-        if refused and not subscriptions.is_live(topic):
+        if live:
+            await self._reply(envelope, RequestReply(request_id=check.request_id, accepted=True))
+        elif refused:
             await self._reply(envelope, RequestReply(
                 request_id=check.request_id, accepted=False, error_type=_RETRY,
-                reason=f"the relay refused the subscription to {topic.decode(errors='replace')!r}: {refused}"))
-        elif await subscriptions.wait_live(topic, self.subscribe_check_wait):
-            await self._reply(envelope, RequestReply(request_id=check.request_id, accepted=True))
+                reason=f"{SUBSCRIPTION_REFUSED} to {topic.decode(errors='replace')!r}: {refused}"))
         else:
             await self._reply(envelope, RequestReply(
                 request_id=check.request_id, accepted=False, error_type=_RETRY,

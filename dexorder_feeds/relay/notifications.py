@@ -68,10 +68,10 @@ class Notifier:
         # recv and its SUBSCRIBE: libzmq applies SUBSCRIBE to the connection of the last message
         # read, and a send from another task in between (which processes libzmq's commands, such
         # as a peer leaving) could change or clear that.
-        reader = zmq.Socket.shadow(self._xpub.underlying)
+        reader: zmq.Socket[bytes] = zmq.Socket.shadow(self._xpub.underlying)
         while True:
             try:
-                await self._xpub.poll(flags=zmq.POLLIN)
+                await self._xpub.poll()
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.ETERM or self._xpub.closed:
                     return

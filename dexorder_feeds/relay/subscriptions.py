@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+from typing import Any
 from collections import Counter
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ def topic_problem(topic: bytes) -> str:
     return ""
 
 
-_libc = None
+_libc: Any = None
 
 
 def release_freed_memory() -> None:
@@ -115,6 +116,9 @@ class Subscriptions:
             if len(self._refused) >= 1_000:
                 self._refused.pop(next(iter(self._refused)))
             self._refused[topic] = problem
+            for waiter in self._waiters.pop(topic, []):  # a subscribe check waiting learns it at once
+                if not waiter.done():
+                    waiter.set_result(None)
         return problem
 
     def refusal(self, topic: bytes) -> str:
