@@ -328,6 +328,12 @@ def _open_error(props: Mapping[str, Any], exc: BaseException) -> WarehouseError:
         hint = "the catalog cannot be reached: check the URI and that the catalog server is running"
     elif name in ("NoSuchNamespaceError", "NoSuchWarehouseError") or "bucket" in lower or "warehouse" in lower:
         hint = "check that the 'warehouse' property names an existing warehouse (table bucket) of this catalog"
+    elif "readonly database" in lower or "read-only" in lower or "read only" in lower:
+        hint = ("the catalog database is read-only (an immutable or mode=ro SQLite URI, or file permissions), and "
+                "opening it must create its tables: open a writable catalog, or one already set up")
+    elif "unable to open database file" in lower:
+        hint = ("the SQLite catalog file cannot be opened or created: check that the path in the URI exists and "
+                "its directory is writable")
     elif "does not exist" in lower and "database" in lower:
         hint = "the database does not exist: check the database name in the URI, or create it"
     else:
