@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     team.add_argument("--workers", type=int, default=4, help="historian worker threads (default 4)")
     team.add_argument("--weed-port", action="append", default=[], metavar="OPTION=PORT",
                       help="another SeaweedFS port, repeatable, e.g. master.port=9333 (defaults: SeaweedFS's own)")
+    team.add_argument("--start-timeout", type=float, default=60.0,
+                      help="seconds to wait for SeaweedFS to answer (default 60)")
     team.set_defaults(handler=_team_up)
     return parser
 
@@ -198,7 +200,7 @@ def _team_up(args: argparse.Namespace) -> int:
 
     team_up(args.dir, host=args.host, catalog_port=args.catalog_port, s3_port=args.s3_port,
             relay_port=args.relay_port, notification_port=args.notification_port, namespace=args.namespace,
-            sources=args.source, workers=args.workers, on_ready=ready,
+            sources=args.source, workers=args.workers, on_ready=ready, start_timeout=args.start_timeout,
             weed_ports={k: int(v) for k, _, v in (item.partition("=") for item in args.weed_port)})
     return 0
 
