@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import logging
 import os
 import sys
@@ -217,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (asyncio.CancelledError, concurrent.futures.CancelledError):
+        # never a traceback for a cancellation nobody asked for: one line, like every error
+        print("error: the operation was cancelled before it finished (the relay or the warehouse went away?); "
+              "run it again", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader went away (`… | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
