@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -341,6 +342,21 @@ def _open_error(props: Mapping[str, Any], exc: BaseException) -> WarehouseError:
     return WarehouseError(f"cannot open Iceberg catalog {uri}: {name}: {text}; {hint}")
 
 
+def _open_sql_catalog(props: Mapping[str, Any], attempts: int = 3) -> Any:
+    """pyiceberg's SQL catalog. Two processes opening a new catalog at once both try to create its
+    tables, and on PostgreSQL the loser's CREATE fails with a unique violation although the tables
+    now exist: that one is tried again."""
+    for attempt in range(attempts):
+        try:
+            return _sql_catalog(CATALOG_NAME, props)
+        except Exception as exc:
+            racing = type(exc).__name__ == "IntegrityError" or "duplicate key" in str(exc).lower()
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_catalog(uri: str | None, properties: Mapping[str, Any] | None = None, *, cache: bool = True) -> Any:
     """Return the pyiceberg catalog for ``uri`` and ``properties``, checked to work.
 
@@ -360,7 +376,7 @@ def open_catalog(uri: str | None, properties: Mapping[str, Any] | None = None, *
                 catalog = _rest_catalog(CATALOG_NAME, props)
                 catalog.list_namespaces()  # proves the credentials and the warehouse now, not mid-fetch
             elif props.get("type") == "sql":
-                catalog = _sql_catalog(CATALOG_NAME, props)  # connects and creates its tables if needed
+                catalog = _open_sql_catalog(props)  # connects and creates its tables if needed
             else:
                 from pyiceberg.catalog import load_catalog
 
