@@ -212,3 +212,33 @@ def test_relay_killed_for_good_blocking_and_cli_give_one_clear_error(tmp_path, w
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), err
         assert "relay" in lines[0]
+
+
+def test_requests_sent_while_the_relay_is_gone_end_in_connection_errors_not_cancelled(tmp_path):
+    """The cause of the CancelledError: with the relay gone, a request's send blocks (IMMEDIATE,
+    no peer); another request that got no reply resets the DEALER, which cancels the blocked
+    send. Each request must still end in RelayUnavailableError at its own timeout."""
+    from dexorder_feeds.client.history_client import HistoryClient
+
+    relay = start_relay_process(tmp_path / "relay", workers=1)
+    try:
+        async def main() -> list[object]:
+            async with HistoryClient(relay.relay_endpoint, relay.notification_endpoint, reply_timeout=1.0) as client:
+                relay.kill()
+
+                async def one(delay: float) -> object:
+                    await asyncio.sleep(delay)
+                    try:
+                        return await client.request_historical_ohlc("SIM:GONE/USDT", 3600, SEED_START,
+                                                                    SEED_START + 23 * 3600 * 10**6, timeout=4)
+                    except BaseException as exc:  # noqa: BLE001 - what escapes is what is checked
+                        return exc
+
+                return await asyncio.gather(*(one(0.3 * k) for k in range(4)))
+
+        outcomes = asyncio.run(main())
+    finally:
+        relay.stop()
+    for outcome in outcomes:
+        assert isinstance(outcome, errors.RelayUnavailableError), repr(outcome)
+        assert "did not answer" in str(outcome)
