@@ -15,6 +15,7 @@ the truth; the notification is only the fast path to it.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 import dataclasses
 import inspect
 import logging
@@ -30,7 +31,7 @@ from .iceberg_client import IcebergClient, candles_to_frame
 from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
-from ..vocabulary.fingerprint import content_hash
+from ..vocabulary.fingerprint import content_hash, table_content_hash
 from ..vocabulary.times import format_micros as _iso
 
 __all__ = ["Fetcher", "FetchContext", "MAX_CANDLES_PER_REQUEST"]
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 # Big gaps are split into requests of at most this many candles: the historian works on them
 # in parallel, progress is visible, and each stays well inside a request timeout.
 MAX_CANDLES_PER_REQUEST = 100_000
+_HASHES_KEPT = 4096
+_HASH_IN_THREAD_ROWS = 20_000  # hashing more candles than this would block the event loop for ~1 ms
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Fetcher:
     def __init__(self, context: FetchContext) -> None:
         self.context = context
         self._in_flight: dict[tuple[str, int], list[tuple[Interval, asyncio.Future[None]]]] = {}
+        self._decimals: dict[str, tuple[int, int]] = {}
+        self._hashes: OrderedDict[tuple, str] = OrderedDict()
 
     async def _read(self, context: FetchContext, request: FetchRequest) -> CacheRead:
         return await asyncio.to_thread(context.hook.dexorder_read_cache, context=context, request=request)
@@ -116,17 +121,41 @@ class Fetcher:
                 cached = await self._read(context, request)
         frame = candles_to_frame(cached.table)
         frame = hook.dexorder_process_result(context=context, request=request, frame=frame)
+        decimals = self._decimals.get(request.ticker)
+        if decimals is None:
+            market = await asyncio.to_thread(context.iceberg.market_info, request.ticker)
+            decimals = (market.price_decimals, market.volume_decimals) if market else (0, 0)
+            if market is not None:  # stored decimals never change: first write wins
+                self._decimals[request.ticker] = decimals
+        # One snapshot and one range always hold the same candles: their hash is computed once.
+        key = (cached.snapshot_id, request.ticker, request.period_seconds, request.interval, len(frame), decimals)
+        digest = self._hashes.get(key) if cached.snapshot_id is not None else None
+        if digest is None:
+            if len(frame) >= _HASH_IN_THREAD_ROWS:
+                digest = await asyncio.to_thread(self._content_hash, request, cached, frame, decimals)
+            else:
+                digest = self._content_hash(request, cached, frame, decimals)
+            if cached.snapshot_id is not None and len(frame) == cached.num_rows:
+                self._hashes[key] = digest
+                if len(self._hashes) > _HASHES_KEPT:
+                    self._hashes.popitem(last=False)
+        else:
+            self._hashes.move_to_end(key)
         frame.attrs.update(snapshot_id=cached.snapshot_id, ticker=request.ticker, period_seconds=request.period_seconds,
-                           content_hash=await asyncio.to_thread(self._content_hash, context, request, frame))
+                           content_hash=digest)
         if request.as_of is not None:
             frame.attrs["as_of"] = request.as_of
         return frame
 
     @staticmethod
-    def _content_hash(context: FetchContext, request: FetchRequest, frame: pd.DataFrame) -> str:
-        market = context.iceberg.market_info(request.ticker)
-        return content_hash(frame, request.ticker, request.period_seconds,
-                            market.price_decimals if market else 0, market.volume_decimals if market else 0)
+    def _content_hash(request: FetchRequest, cached: CacheRead, frame: pd.DataFrame, decimals: tuple[int, int]) -> str:
+        """The content hash of the candles read: from the Arrow table when the frame holds exactly
+        its rows (the same value, without pandas' per-column cost), else from the frame."""
+        if len(frame) == cached.num_rows:
+            digest = table_content_hash(cached.table, request.ticker, request.period_seconds, *decimals)
+            if digest is not None:
+                return digest
+        return content_hash(frame, request.ticker, request.period_seconds, *decimals)
 
     async def _recover(self, context: FetchContext, request: FetchRequest, asked: list[Interval],
                        error: Exception) -> CacheRead:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ..storage.catalog import open_catalog
 from ..vocabulary.markets import MarketInfo
-from ..vocabulary.fingerprint import content_hash
+from ..vocabulary.fingerprint import content_hash, table_content_hash
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop, sorted_unique_candles
 from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals, to_inclusive
 from ..vocabulary.tickers import parse_ticker
@@ -120,10 +120,12 @@ class IcebergClient:
         frame = candles_to_frame(cached.table)
         frame = sorted_unique_candles(frame)
         market = self.market_info(request.ticker)
+        decimals = (market.price_decimals, market.volume_decimals) if market else (0, 0)
         frame.attrs["snapshot_id"] = cached.snapshot_id
-        frame.attrs["content_hash"] = content_hash(frame, request.ticker, request.period_seconds,
-                                                   market.price_decimals if market else 0,
-                                                   market.volume_decimals if market else 0)
+        digest = None
+        if len(frame) == cached.num_rows:
+            digest = table_content_hash(cached.table, request.ticker, request.period_seconds, *decimals)
+        frame.attrs["content_hash"] = digest or content_hash(frame, request.ticker, request.period_seconds, *decimals)
         return frame
 
     def find_missing_ranges(
