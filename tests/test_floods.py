@@ -196,3 +196,20 @@ def test_a_client_refused_by_the_subscription_limit_is_told_so(tmp_path):
         warehouse.close()
     assert isinstance(refused, errors.RelayUnavailableError), refused
     assert "limit of 1 subscriptions" in str(refused)
+
+
+def test_serve_takes_the_subscription_limits_from_its_command_line(tmp_path):
+    with relay_process(tmp_path / "relay", extra_args=["--max-topics", "1"]) as relay:
+        async def main() -> BaseException | None:
+            async with HistoryClient(relay.relay_endpoint, relay.notification_endpoint):
+                try:
+                    async with HistoryClient(relay.relay_endpoint, relay.notification_endpoint, connect_timeout=20):
+                        return None
+                except BaseException as exc:  # noqa: BLE001 - checked below
+                    return exc
+
+        refused = asyncio.run(main())
+        logs = relay.logs()
+    assert isinstance(refused, errors.RelayUnavailableError), refused
+    assert "limit of 1 subscriptions" in str(refused)
+    assert "refused a subscription" in logs

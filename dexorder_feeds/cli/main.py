@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse_options(serve)
     serve.add_argument("--workers", type=int, default=None, help="historian worker threads (env DEXORDER_WORKERS, default 4)")
     serve.add_argument("--max-range-candles", type=int, default=None, help="largest range one request may ask for")
+    serve.add_argument("--max-topics-per-peer", type=int, default=None,
+                       help="live subscriptions one peer may hold (a connection, or a CURVE key; default 1000)")
+    serve.add_argument("--max-topics", type=int, default=None, help="live subscriptions in all (default 10000)")
     serve.add_argument("--curve-secret-key", metavar="FILE",
                        help="the relay's NAME.key_secret: require CURVE (env DEXORDER_CURVE_SECRET_KEY)")
     serve.add_argument("--curve-authorized-keys", metavar="DIR",
@@ -134,7 +137,13 @@ def _serve(args: argparse.Namespace) -> int:
         curve_authorized_keys=args.curve_authorized_keys,
     )
     workers = args.workers if args.workers is not None else int(os.environ.get("DEXORDER_WORKERS", "4"))
-    kwargs = {} if args.max_range_candles is None else {"max_range_candles": args.max_range_candles}
+    kwargs: dict[str, int] = {} if args.max_range_candles is None else {"max_range_candles": args.max_range_candles}
+    for name in ("max_topics_per_peer", "max_topics"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise DexOrderError(f"--{name.replace('_', '-')}={value} must be at least 1")
+            kwargs[name] = value
     serve(settings, workers=workers, **kwargs)
     return 0
 
