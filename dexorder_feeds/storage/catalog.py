@@ -344,13 +344,15 @@ def _open_error(props: Mapping[str, Any], exc: BaseException) -> WarehouseError:
 
 def _open_sql_catalog(props: Mapping[str, Any], attempts: int = 3) -> Any:
     """pyiceberg's SQL catalog. Two processes opening a new catalog at once both try to create its
-    tables, and on PostgreSQL the loser's CREATE fails with a unique violation although the tables
-    now exist: that one is tried again."""
+    tables, and the loser's CREATE fails (PostgreSQL: a unique violation; SQLite: "table ...
+    already exists") although the tables now exist: that one is tried again."""
     for attempt in range(attempts):
         try:
             return _sql_catalog(CATALOG_NAME, props)
         except Exception as exc:
-            racing = type(exc).__name__ == "IntegrityError" or "duplicate key" in str(exc).lower()
+            text = str(exc).lower()
+            racing = (type(exc).__name__ == "IntegrityError" or "duplicate key" in text
+                      or ("table" in text and "already exists" in text))
             if not racing or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
