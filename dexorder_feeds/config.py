@@ -15,12 +15,15 @@ from typing import Any
 from .storage.catalog import CATALOG_NAME, pyiceberg_catalog_config, redact, redact_uri
 from .vocabulary.errors import InvalidRequestError
 
-__all__ = ["Settings", "resolve_settings", "default_cache_dir"]
+__all__ = ["Settings", "resolve_settings", "default_cache_dir", "DEFAULT_MAX_CANDLES"]
+
+DEFAULT_MAX_CANDLES = 10_000_000
+"""The most candles one fetch may return (about 1 GB as a DataFrame); ``max_candles`` raises it."""
 
 ENV_PREFIX = "DEXORDER_"
 _CURVE_KEYS = ("curve_secret_key", "curve_server_key", "curve_authorized_keys")
 _SIMPLE_KEYS = ("iceberg_catalog_uri", "relay_endpoint", "notification_endpoint", "namespace", "request_timeout",
-                *_CURVE_KEYS)
+                "max_candles", *_CURVE_KEYS)
 
 
 def default_cache_dir() -> Path:
@@ -56,6 +59,8 @@ class Settings:
     curve_secret_key: str | None = None
     curve_server_key: str | None = None
     curve_authorized_keys: str | None = None
+    max_candles: int = DEFAULT_MAX_CANDLES
+    """The most candles one fetch may return; a larger fetch fails at once saying how to proceed."""
 
     @property
     def embedded(self) -> bool:
@@ -67,7 +72,7 @@ class Settings:
         return (
             self.iceberg_catalog_uri, self.relay_endpoint, self.notification_endpoint, self.namespace,
             tuple(sorted(self.catalog_properties.items())), tuple(sorted(self.sources.items())),
-            self.curve_secret_key, self.curve_server_key, self.curve_authorized_keys,
+            self.curve_secret_key, self.curve_server_key, self.curve_authorized_keys, self.max_candles,
         )
 
     def __repr__(self) -> str:
@@ -159,12 +164,20 @@ def resolve_settings(
         raise InvalidRequestError(f"request_timeout={values.get('request_timeout')!r} is not a number of seconds") from None
     if timeout <= 0:
         raise InvalidRequestError(f"request_timeout={timeout} must be positive")
+    raw_max = values.get("max_candles", DEFAULT_MAX_CANDLES)
+    try:
+        max_candles = int(str(raw_max).replace("_", "")) if not isinstance(raw_max, bool) else 0
+    except ValueError:
+        max_candles = 0
+    if max_candles <= 0:
+        raise InvalidRequestError(f"max_candles={raw_max!r} must be a positive whole number of candles")
     return Settings(
         iceberg_catalog_uri=str(uri),
         relay_endpoint=relay,
         notification_endpoint=notify,
         namespace=str(values.get("namespace", "trading")),
         request_timeout=timeout,
+        max_candles=max_candles,
         catalog_properties={str(k): str(v) for k, v in catalog_properties.items()},
         sources={str(k).upper(): str(v) for k, v in sources.items()},
         **{name: str(values[name]) for name in _CURVE_KEYS if name in values},

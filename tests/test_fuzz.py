@@ -379,3 +379,187 @@ def test_client_logs_one_line_per_junk_frame(caplog):
     assert result["status"] == "OK"
     assert caplog.text.count("ignoring an invalid reply") == 3
     assert caplog.text.count("ignoring an invalid notification") == 3
+
+
+# -- caller input: any date, any integer period, any string ------------------------------------------
+from datetime import date, datetime, timedelta, timezone  # noqa: E402
+
+from dexorder_feeds.client.transport import check_request_args  # noqa: E402
+from dexorder_feeds.vocabulary.requests import FetchRequest  # noqa: E402
+from dexorder_feeds.vocabulary.times import parse_period, to_micros  # noqa: E402
+
+EARLIEST_US, LATEST_US = 10**14, 10**17  # 1973-03-03 .. 5138-11-16: what to_micros accepts
+offsets = st.one_of(st.none(), st.builds(lambda minutes: timezone(timedelta(minutes=minutes)),
+                                         st.integers(-23 * 60 - 59, 23 * 60 + 59)))
+any_datetime = st.builds(lambda dt, tz: dt.replace(tzinfo=tz), st.datetimes(), offsets)
+any_time = st.one_of(any_datetime, st.dates(), any_datetime.map(lambda dt: dt.isoformat()),
+                     st.dates().map(lambda d: d.isoformat()), INT64, st.text(max_size=40))
+
+
+def _python_micros(value: datetime | date) -> int:
+    """The reference: Python's own arithmetic, naive taken as UTC."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    offset = value.utcoffset() or timedelta(0)
+    return (value.replace(tzinfo=None) - datetime(1970, 1, 1) - offset) // timedelta(microseconds=1)
+
+
+@FAST
+@given(value=any_time)
+def test_any_time_is_microseconds_or_a_clear_error(value):
+    """Any date Python can hold (every year 1-9999, any offset, as an object or ISO text), any
+    integer and any string: integer µs in range, or InvalidTimeRangeError; never OverflowError
+    or pandas' OutOfBoundsDatetime."""
+    try:
+        micros = to_micros(value, name="start_time")
+    except errors.InvalidTimeRangeError as exc:
+        assert "start_time" in str(exc)
+        return
+    assert isinstance(micros, int) and EARLIEST_US <= micros < LATEST_US
+    if isinstance(value, (datetime, date)):
+        assert micros == _python_micros(value)
+    elif isinstance(value, str) and not value.strip().isdigit():
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return
+        assert micros == _python_micros(parsed)
+
+
+@FAST
+@given(start=any_datetime, days=st.integers(0, 3))
+def test_any_datetime_range_is_a_request_or_a_clear_error(start, days):
+    try:
+        end = start + timedelta(days=days)
+    except OverflowError:
+        assume(False)
+    for create in (lambda: FetchRequest.create("SIM:BTC/USDT", 3600, start, end),
+                   lambda: check_request_args("SIM:BTC/USDT", 3600, start, end, None)):
+        try:
+            create()
+        except errors.InvalidRequestError as exc:
+            assert str(exc)
+
+
+@FAST
+@given(period=st.one_of(INT64, st.integers(), st.text(max_size=20)))
+def test_any_period_is_seconds_or_a_clear_error(period):
+    try:
+        seconds = parse_period(period)
+    except errors.InvalidPeriodError as exc:
+        assert str(exc)
+        return
+    assert isinstance(seconds, int) and seconds > 0
+    try:
+        FetchRequest.create("SIM:BTC/USDT", period, SEED_START, SEED_START + 10**12)
+    except errors.InvalidRequestError as exc:
+        assert str(exc)
+
+
+@FAST
+@given(text=st.text(max_size=60))
+def test_any_string_as_ticker_period_or_time_is_a_clear_error_or_accepted(text):
+    for parse in (parse_ticker, parse_period, lambda t: to_micros(t, name="end_time")):
+        try:
+            parse(text)
+        except errors.InvalidRequestError as exc:
+            assert str(exc)
+
+
+def test_dates_beyond_pandas_give_the_right_data(tmp_path, monkeypatch):
+    """"3000-01-01" and datetime(2300, 1, 1): no candles exist then, so an empty frame, not an
+    OverflowError; a range from now to the year 3000 holds the candles up to now."""
+    from dexorder_feeds.client.ohlc_client import OHLCClient
+
+    async def main():
+        async with OHLCClient(iceberg_catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}") as client:
+            far = await client.fetch_ohlc("SIM:FAR/USDT", 3600, "3000-01-01", "3000-01-02")
+            farther = await client.fetch_ohlc("SIM:FAR/USDT", 3600, datetime(2300, 1, 1), datetime(2300, 1, 2))
+            recent = await client.fetch_ohlc("SIM:FAR/USDT", 86400, datetime.now(timezone.utc) - timedelta(days=10),
+                                             "3000-01-01")
+            return far, farther, recent
+
+    far, farther, recent = asyncio.run(main())
+    assert len(far) == 0 and len(farther) == 0
+    assert 9 <= len(recent) <= 10  # the closed days only
+    with pytest.raises(errors.InvalidTimeRangeError, match="after 5138"):
+        to_micros(datetime(9999, 1, 1))
+    with pytest.raises(errors.InvalidTimeRangeError, match="after 5138"):
+        to_micros("9999-01-01")
+
+
+def test_a_start_100_ns_after_the_hour_does_not_include_that_hour(tmp_path):
+    import pandas as pd
+
+    from dexorder_feeds.client.ohlc_client import OHLCClient
+
+    start = pd.Timestamp("2025-01-01T00:00:00Z") + pd.Timedelta(nanoseconds=100)
+
+    async def main():
+        async with OHLCClient(iceberg_catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}") as client:
+            return await client.fetch_ohlc("SIM:NANO/USDT", 3600, start, "2025-01-01T05:00:00Z")
+
+    frame = asyncio.run(main())
+    assert frame["timestamp"].tolist() == [SEED_START + h * 3600 * 10**6 for h in range(1, 6)]
+    assert to_micros("2025-01-01T00:00:00.0000001Z", round_up=True) == SEED_START + 1
+    assert to_micros("2025-01-01T05:00:00.0000001Z") == SEED_START + 5 * 3600 * 10**6  # an end rounds down
+
+
+def test_csv_bad_values_are_reported_as_written(tmp_path):
+    """A timestamp of -3600 is a negative epoch time (not the year -3600); a price of nan is
+    reported as nan (not as an empty value)."""
+    from dexorder_feeds.ingest.sources.files import _read_csv, _timestamps_micros, _value_text
+
+    (tmp_path / "neg.csv").write_text("timestamp,open,high,low,close,volume\n-3600,1,2,0.5,1.5,10\n")
+    (tmp_path / "nan.csv").write_text("timestamp,open,high,low,close,volume\n2025-01-01T00:00:00Z,nan,2,0.5,1.5,10\n")
+    table, locator = _read_csv(tmp_path / "neg.csv")
+    with pytest.raises(errors.SourceFormatError, match="timestamp -3600 is negative"):
+        _timestamps_micros(table["timestamp"], locator)
+    table, locator = _read_csv(tmp_path / "nan.csv")
+    with pytest.raises(errors.SourceFormatError, match="open value 'nan' is not a decimal number"):
+        _value_text(table["open"], "open", locator)
+
+
+def test_an_immutable_sqlite_catalog_says_read_only_not_credentials(tmp_path):
+    (tmp_path / "empty.db").touch()
+    with pytest.raises(errors.WarehouseError) as caught:
+        open_catalog(f"sqlite:///file:{tmp_path / 'empty.db'}?immutable=1&uri=true", cache=False)
+    assert "read-only" in str(caught.value) and "credentials" not in str(caught.value)
+
+
+def test_a_fetch_over_the_size_limit_fails_at_once_saying_what_to_do(tmp_path):
+    from dexorder_feeds.client.ohlc_client import OHLCClient
+    from dexorder_feeds.config import DEFAULT_MAX_CANDLES, resolve_settings
+
+    assert DEFAULT_MAX_CANDLES == 10_000_000
+
+    async def main(settings):
+        async with OHLCClient(settings=settings) as client:
+            return await client.fetch_ohlc("SIM:BIG/USDT", 60, "1980-01-01", "2025-01-01")
+
+    settings = resolve_settings(iceberg_catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}", config_file=None,
+                                environ={})
+    with pytest.raises(errors.InvalidTimeRangeError) as caught:
+        asyncio.run(main(settings))
+    message = str(caught.value)
+    assert "23,669,281 candles" in message and "10,000,000" in message
+    assert "DEXORDER_MAX_CANDLES" in message and "in pieces" in message
+    small = resolve_settings(iceberg_catalog_uri=settings.iceberg_catalog_uri, environ={"DEXORDER_MAX_CANDLES": "100"})
+    assert small.max_candles == 100
+
+    async def over_small():
+        async with OHLCClient(settings=small) as client:
+            return await client.fetch_ohlc("SIM:BIG/USDT", 3600, "2025-01-01", "2025-01-10")
+
+    with pytest.raises(errors.InvalidTimeRangeError, match="more than the limit of 100"):
+        asyncio.run(over_small())
+    with pytest.raises(errors.InvalidRequestError, match="max_candles"):
+        resolve_settings(iceberg_catalog_uri=settings.iceberg_catalog_uri, environ={"DEXORDER_MAX_CANDLES": "lots"})
+    rows, _, _ = 0, 0, 0
+    warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri))
+    try:
+        table, _ = warehouse.read_candles("SIM:BIG/USDT", 60, (SEED_START, SEED_START + 10**12))
+        rows = table.num_rows
+    finally:
+        warehouse.close()
+    assert rows == 0  # refused before anything was asked for

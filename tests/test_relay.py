@@ -384,7 +384,7 @@ def test_sigterm_finishes_running_commits_and_exits_0(tmp_path):
                     running = asyncio.create_task(client.request_historical_ohlc("SIM:TERM/USDT", 60, *year))
                     await asyncio.sleep(0.05)
                     queued = asyncio.create_task(client.request_historical_ohlc("SIM:QUEUED/USDT", 3600,
-                                                                                SEED_START, SEED_END))
+                                                                                SEED_START, SEED_END, timeout=15))
                     return await asyncio.gather(running, queued, return_exceptions=True)
 
             def terminate() -> tuple[float, int]:
@@ -410,9 +410,11 @@ def test_sigterm_finishes_running_commits_and_exits_0(tmp_path):
     assert "SIGTERM received" in logs and "relay stopped" in logs
     assert isinstance(running, dict), running
     assert running["status"] == "OK" and running["row_count"] == 365 * 1440
+    # the queued one was told to retry: sent again under the same id, and with no relay back
+    # within its timeout, a ConnectionError saying so
     assert isinstance(queued, errors.RelayUnavailableError), queued
     assert isinstance(queued, ConnectionError)
-    assert "shut down before this request started" in str(queued)
+    assert "shut down before this request started" in str(queued) and "sent again" in str(queued)
 
     warehouse = Warehouse(open_catalog(relay.catalog_uri))
     try:

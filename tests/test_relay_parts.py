@@ -111,7 +111,10 @@ def test_held_notifications_are_handed_back_in_order_when_their_topic_is_subscri
     assert subs.is_live(b"RESPONSE:a") and subs.held_count == 1
     assert subs.subscribed(b"RESPONSE:a") == []  # handed back once only
     subs.unsubscribed(b"RESPONSE:a")
+    assert subs.is_live(b"RESPONSE:a")  # subscribed twice (two connections): one is left
+    subs.unsubscribed(b"RESPONSE:a")
     assert not subs.is_live(b"RESPONSE:a") and subs.is_live(b"RESPONSE:b") is False
+    assert subs.live_count == 0 and subs.unsubscribed(b"RESPONSE:a") is False
 
 
 def test_expire_drops_only_what_is_due_and_says_which():

@@ -196,10 +196,46 @@ def test_team_up_serves_the_seed_quickstart_on_seaweedfs(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
-    assert proc.returncode == 0, proc.stderr.read()
+    stderr = proc.stderr.read()
+    assert proc.returncode == 0, stderr
     secret = json.loads((tmp_path / "team" / "credentials.json").read_text())["secret_key"]
-    assert secret not in proc.stderr.read()
+    assert secret not in stderr
+    # Ctrl-C says what it does while it stops
+    assert "stopping SeaweedFS" in stderr and "team-up stopped" in stderr, stderr
     # SeaweedFS stopped with it: nothing answers on its ports any more.
     for name in ("s3.port", "s3.port.iceberg", "master.port"):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", ports[name])) != 0, f"SeaweedFS still listens on {name}"
+
+
+def test_team_up_refuses_a_taken_port_at_once_naming_its_option(tmp_path):
+    """Nothing is started when a port is taken: one line naming the port and the option to change."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**without_dexorder(os.environ), "DEXORDER_CACHE_DIR": str(tmp_path / "cache")}
+        done = subprocess.run([sys.executable, "-m", "dexorder_feeds.cli", "team-up", "--dir", str(tmp_path / "team"),
+                               "--notification-port", str(port)], capture_output=True, text=True, env=env,
+                              timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: team-up cannot start"), done.stderr
+    assert f"port {port} (--notification-port) is in use" in lines[0]
+    assert not (tmp_path / "team" / "seaweedfs").exists()  # SeaweedFS never started
+
+
+def test_a_seaweedfs_that_exits_at_once_is_reported_as_exiting_not_as_a_timeout(tmp_path):
+    from dexorder_feeds.cli.team import LocalObjectStore
+    from dexorder_feeds.vocabulary.errors import DexOrderError
+
+    failing = tmp_path / "weed"
+    failing.write_text("#!/bin/sh\necho 'bind: address already in use' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    store = LocalObjectStore(tmp_path / "data", access_key="k", secret_key="s", weed=str(failing),
+                             ports={"s3.port": 1, "s3.port.iceberg": 2})
+    with pytest.raises(DexOrderError) as caught:
+        store.start(timeout=60)
+    message = str(caught.value)
+    assert "exited" in message and "exit code 3" in message and "within 60 s" not in message
+    assert "s3.port=1" in message and "address already in use" in message

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import logging
 import os
 import sys
@@ -50,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse_options(serve)
     serve.add_argument("--workers", type=int, default=None, help="historian worker threads (env DEXORDER_WORKERS, default 4)")
     serve.add_argument("--max-range-candles", type=int, default=None, help="largest range one request may ask for")
+    serve.add_argument("--max-topics-per-peer", type=int, default=None,
+                       help="live subscriptions one peer may hold (a connection, or a CURVE key; default 1000)")
+    serve.add_argument("--max-topics", type=int, default=None, help="live subscriptions in all (default 10000)")
     serve.add_argument("--curve-secret-key", metavar="FILE",
                        help="the relay's NAME.key_secret: require CURVE (env DEXORDER_CURVE_SECRET_KEY)")
     serve.add_argument("--curve-authorized-keys", metavar="DIR",
@@ -112,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     team.add_argument("--workers", type=int, default=4, help="historian worker threads (default 4)")
     team.add_argument("--weed-port", action="append", default=[], metavar="OPTION=PORT",
                       help="another SeaweedFS port, repeatable, e.g. master.port=9333 (defaults: SeaweedFS's own)")
+    team.add_argument("--start-timeout", type=float, default=60.0,
+                      help="seconds to wait for SeaweedFS to answer (default 60)")
     team.set_defaults(handler=_team_up)
     return parser
 
@@ -133,7 +140,13 @@ def _serve(args: argparse.Namespace) -> int:
         curve_authorized_keys=args.curve_authorized_keys,
     )
     workers = args.workers if args.workers is not None else int(os.environ.get("DEXORDER_WORKERS", "4"))
-    kwargs = {} if args.max_range_candles is None else {"max_range_candles": args.max_range_candles}
+    kwargs: dict[str, int] = {} if args.max_range_candles is None else {"max_range_candles": args.max_range_candles}
+    for name in ("max_topics_per_peer", "max_topics"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise DexOrderError(f"--{name.replace('_', '-')}={value} must be at least 1")
+            kwargs[name] = value
     serve(settings, workers=workers, **kwargs)
     return 0
 
@@ -201,7 +214,7 @@ def _team_up(args: argparse.Namespace) -> int:
 
     team_up(args.dir, host=args.host, catalog_port=args.catalog_port, s3_port=args.s3_port,
             relay_port=args.relay_port, notification_port=args.notification_port, namespace=args.namespace,
-            sources=args.source, workers=args.workers, on_ready=ready,
+            sources=args.source, workers=args.workers, on_ready=ready, start_timeout=args.start_timeout,
             weed_ports={k: int(v) for k, _, v in (item.partition("=") for item in args.weed_port)})
     return 0
 
@@ -218,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (asyncio.CancelledError, concurrent.futures.CancelledError):
+        # never a traceback for a cancellation nobody asked for: one line, like every error
+        print("error: the operation was cancelled before it finished (the relay or the warehouse went away?); "
+              "run it again", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader went away (`… | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

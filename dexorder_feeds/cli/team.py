@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,11 +35,15 @@ from pathlib import Path
 
 from ..vocabulary.errors import DexOrderError, MissingDependencyError
 
-__all__ = ["LocalObjectStore", "TeamSetup", "find_weed", "team_up", "WEED_PORT_OPTIONS"]
+__all__ = ["LocalObjectStore", "TeamSetup", "find_weed", "team_up", "taken_ports", "WEED_PORT_OPTIONS"]
 
 WEED_PORT_OPTIONS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
                      "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "admin.port", "admin.port.grpc")
 STOP_SECONDS = 30.0
+# team-up's own stop: by then the relay has finished its commits and every write SeaweedFS
+# acknowledged is in its files (a kill loses nothing the relay relies on; SeaweedFS checks its
+# volumes at the next start), so Ctrl-C is not left waiting on a slow exit.
+TEAM_STOP_SECONDS = 1.5
 
 
 def find_weed() -> str | None:
@@ -105,6 +110,8 @@ class LocalObjectStore:
             self.weed, "mini", f"-dir={self.data_dir}", f"-ip={self.host}", f"-ip.bind={self.host}",
             "-admin.ui=false", "-webdav=false", "-s3.port.lance=0", "-master.telemetry=false",
             "-s3.autoCreateBucket=false", f"-tableBucket={self.table_bucket}",
+            # one machine, one volume server: no other server to hand writes to before it stops
+            "-volume.preStopSeconds=0",
             *([f"-bucket={','.join(self.buckets)}"] if self.buckets else []),
             *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
@@ -121,12 +128,24 @@ class LocalObjectStore:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, cwd=self.data_dir,
                                          start_new_session=True)
+        began = time.monotonic()
         if not self._wait_ready(timeout):
+            exited = self.proc.poll() if self.proc is not None else None
+            elapsed = time.monotonic() - began
             self.stop()
             tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            raise DexOrderError(f"SeaweedFS did not become ready within {timeout:g} s (is a port taken?); "
-                                f"its log {self.log_path} ends:\n{tail}")
+            if exited is not None:
+                what = (f"SeaweedFS exited {elapsed:.1f} s after it started (exit code {exited}); a port in use is "
+                        f"the usual cause: it was given {self._ports_text()}, and SeaweedFS's defaults for the "
+                        "others (choose them with --weed-port OPTION=PORT)")
+            else:
+                what = (f"SeaweedFS did not answer on {self.catalog_uri} within {timeout:g} s "
+                        f"(ports {self._ports_text()})")
+            raise DexOrderError(f"{what}; its log {self.log_path} ends:\n{tail}")
         return self
+
+    def _ports_text(self) -> str:
+        return ", ".join(f"{name}={port}" for name, port in self.ports.items())
 
     def _wait_ready(self, timeout: float) -> bool:
         import pyarrow.fs
@@ -152,17 +171,24 @@ class LocalObjectStore:
             time.sleep(0.2)
         return False
 
-    def stop(self, timeout: float = STOP_SECONDS) -> None:
-        """SIGTERM, wait (it takes up to ~10 s to flush and exit), then SIGKILL."""
+    def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """SIGTERM, wait up to ``timeout`` s (its filer sometimes takes ~10 s to exit), then
+        SIGKILL. True if it exited by itself (or was not running)."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
-            return
+            return True
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            return False
+        except KeyboardInterrupt:  # a second Ctrl-C: kill it now rather than leave it running
+            proc.kill()
+            proc.wait()
+            raise
+        return True
 
 
 @dataclass(frozen=True)
@@ -219,12 +245,17 @@ def team_up(
     workers: int = 4,
     on_ready: Callable[[TeamSetup], None] | None = None,
     weed_ports: Mapping[str, int] | None = None,
+    start_timeout: float = 60.0,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> None:
     """Start SeaweedFS, write the team's config file, then serve on it until SIGINT/SIGTERM.
 
     ``on_ready`` is called once SeaweedFS answers and the config file is written, just before
     the relay binds (the CLI prints the setup there). SeaweedFS is stopped however serving ends.
-    ``weed_ports`` sets SeaweedFS's other ports (:data:`WEED_PORT_OPTIONS`).
+    ``weed_ports`` sets SeaweedFS's other ports (:data:`WEED_PORT_OPTIONS`). Every port given is
+    checked free first (the error names the option that sets it); SeaweedFS gets
+    ``start_timeout`` seconds to answer. ``say`` gets one line whenever team-up starts or stops
+    something that takes a moment (default: stderr).
     """
     from ..config import default_cache_dir, resolve_settings
     from ..relay import serve
@@ -232,9 +263,17 @@ def team_up(
     root = Path(directory) if directory is not None else default_cache_dir() / "team"
     root.mkdir(parents=True, exist_ok=True)
     access_key, secret_key = _credentials(root)
+    weed = {**(weed_ports or {}), "s3.port": s3_port, "s3.port.iceberg": catalog_port}
+    taken = taken_ports(host, {**{f"--weed-port {name}": port for name, port in (weed_ports or {}).items()},
+                               "--s3-port": s3_port, "--catalog-port": catalog_port, "--relay-port": relay_port,
+                               "--notification-port": notification_port})
+    if taken:
+        raise DexOrderError(f"team-up cannot start: on {host}, " + "; ".join(taken)
+                            + ". Stop what uses it, or choose another port with that option")
     store = LocalObjectStore(root / "seaweedfs", access_key=access_key, secret_key=secret_key, host=host,
-                             ports={**(weed_ports or {}), "s3.port": s3_port, "s3.port.iceberg": catalog_port})
-    store.start()
+                             ports=weed)
+    say(f"starting SeaweedFS in {store.data_dir} (waiting up to {start_timeout:g} s for it to answer)")
+    store.start(start_timeout)
     try:
         relay_endpoint = f"tcp://{host}:{relay_port}"
         notification_endpoint = f"tcp://{host}:{notification_port}"
@@ -248,7 +287,27 @@ def team_up(
                                relay_endpoint, notification_endpoint))
         serve(settings, workers=workers)
     finally:
-        store.stop()
+        if store.proc is not None:
+            say(f"stopping SeaweedFS (SIGTERM; killed if it has not exited within {TEAM_STOP_SECONDS:g} s)")
+            began = time.monotonic()
+            killed = not store.stop(TEAM_STOP_SECONDS)
+            say(f"SeaweedFS {'killed' if killed else 'stopped'} after {time.monotonic() - began:.1f} s; "
+                "team-up stopped")
+
+
+def taken_ports(host: str, ports: Mapping[str, int]) -> list[str]:
+    """``"port P (OPTION) is in use"`` for each of ``ports`` (option name -> port) already bound on ``host``."""
+    taken = []
+    for option, port in ports.items():
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                taken.append(f"port {port} ({option}) is in use ({exc.strerror or exc})")
+    return taken
 
 
 def describe(setup: TeamSetup) -> list[str]:

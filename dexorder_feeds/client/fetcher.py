@@ -73,6 +73,21 @@ def split_interval(interval: Interval, period_us: int, max_candles: int = MAX_CA
     return pieces
 
 
+def _check_size(request: FetchRequest, limit: int) -> None:
+    """Refuse at once a fetch of more than ``limit`` candles (counted up to now: no later
+    candle exists), before anything is read or asked for."""
+    if request.interval is None:
+        return
+    stop = min(request.interval[1], closed_period_stop(request.period_seconds) + request.period_us)
+    count = max(stop - request.interval[0], 0) // request.period_us
+    if count > limit:
+        raise errors.InvalidTimeRangeError(
+            f"{request.ticker} {request.period_seconds}s from {_iso(request.start_time)} to {_iso(request.end_time)} "
+            f"is up to {count:,} candles, more than the limit of {limit:,} per fetch (max_candles). Fetch it in "
+            "pieces (a loop over shorter ranges, or the streaming iterator dexorder_feeds.candles), or raise the "
+            "limit: DEXORDER_MAX_CANDLES, max_candles in the config file, or resolve_settings(max_candles=...)")
+
+
 class Fetcher:
     """Runs the fetch steps through the plugin hooks."""
 
@@ -91,6 +106,7 @@ class Fetcher:
         if request_timeout is not None:
             context = dataclasses.replace(context, request_timeout=request_timeout)
         hook = context.hook
+        _check_size(request, context.settings.max_candles)
         cached = await self._read(context, request)
         missing = hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
         emit("dexorder_cache_checked", hooks=hook, request=request, cached_rows=cached.num_rows,

@@ -26,6 +26,7 @@ from .transport import (
 )
 from ..vocabulary.errors import ProtocolError
 from ..wire import (
+    SUBSCRIPTION_REFUSED,
     HistoryRequest,
     Notification,
     RequestReply,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_REPLY_TIMEOUT = 5.0
-DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MAX_ATTEMPTS: int | None = None  # send until the request's timeout passes
 DEFAULT_RECHECK_INTERVAL = 10.0
 HEARTBEAT_IVL_MS = 5_000
 HEARTBEAT_TIMEOUT_MS = 15_000
@@ -56,6 +57,9 @@ for _event in _HANDSHAKE_FAILURES:
     _MONITOR_EVENTS |= _event
 # The relay holds a SubscribeCheck up to 5 s waiting for the subscription; give it that plus slack.
 _CHECK_ATTEMPT_SECONDS = 8.0
+# After a "retry" notification (the relay shut down before running the request), wait this long
+# before sending it again: the old relay's connections close meanwhile.
+_RESEND_PAUSE_SECONDS = 0.5
 
 
 class HistoryClient(HistoryTransport):
@@ -69,15 +73,16 @@ class HistoryClient(HistoryTransport):
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
         recheck_interval: float | None = DEFAULT_RECHECK_INTERVAL,
         curve: ClientCurve | None = None,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
         if not relay_endpoint or not notification_endpoint:
             raise errors.InvalidRequestError("HistoryClient needs both relay_endpoint and notification_endpoint")
-        if connect_timeout <= 0 or reply_timeout <= 0 or max_attempts < 1:
-            raise errors.InvalidRequestError("connect_timeout and reply_timeout must be positive, max_attempts >= 1")
+        if connect_timeout <= 0 or reply_timeout <= 0 or (max_attempts is not None and max_attempts < 1):
+            raise errors.InvalidRequestError("connect_timeout and reply_timeout must be positive, max_attempts >= 1 "
+                                             "(or None: until the request's timeout)")
         if recheck_interval is not None and recheck_interval <= 0:
             raise errors.InvalidRequestError("recheck_interval must be positive seconds, or None for never")
         self.relay_endpoint = relay_endpoint
@@ -108,6 +113,7 @@ class HistoryClient(HistoryTransport):
         self._handshakes = 0
         self._reconnects = 0
         self._refused: str | None = None
+        self._link_lost = False  # the notification connection dropped and has not come back yet
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._connected else "new"
@@ -220,6 +226,7 @@ class HistoryClient(HistoryTransport):
         self._sub = self._dealer = self._monitor = None
         self._dealer_task = None
         self._handshakes = 0
+        self._link_lost = False
         self._refused = None
 
     def _check_open(self) -> None:
@@ -303,11 +310,13 @@ class HistoryClient(HistoryTransport):
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._handshakes += 1
                 self._refused = None
+                self._link_lost = False
                 if self._handshakes > 1:
                     self._reconnects += 1
                     log.info("HistoryClient %s: the notification connection to %s is back; re-sending %d waiting "
                              "requests", self.client_id, self.notification_endpoint, len(self._notifications))
             elif kind == zmq.EVENT_DISCONNECTED:
+                self._link_lost = True
                 log.info("HistoryClient %s: lost the notification connection to %s; reconnecting",
                          self.client_id, self.notification_endpoint)
             elif kind in _HANDSHAKE_FAILURES:
@@ -387,6 +396,10 @@ class HistoryClient(HistoryTransport):
             if reply.accepted:
                 return
             last_reason = reply.reason
+            if reply.reason.startswith(SUBSCRIPTION_REFUSED):  # a limit at the relay: waiting will not help
+                raise errors.RelayUnavailableError(
+                    f"{reply.reason} (relay {self.relay_endpoint}, client {self.client_id}); retry later, or ask "
+                    "the relay's operator to raise its subscription limits")
             if reply.error_type not in ("RelayUnavailableError", ""):
                 raise error_from_type(reply.error_type, reply.reason, default=errors.ProtocolError)
         if last_reason:
@@ -414,20 +427,30 @@ class HistoryClient(HistoryTransport):
             self._check_open()
             raise errors.RelayUnavailableError("the connection to the relay was reset; try again")
         attempt_deadline = self._loop.time() + wait
+        # The send is a future of its own, never awaited directly: when another request resets
+        # the DEALER (or close() closes it) while this send is blocked, pyzmq cancels the send
+        # future. That is "no reply on this socket", not a cancellation of this request, so it
+        # must never surface as CancelledError (only a cancellation of this task itself does).
+        send: asyncio.Future[Any] = asyncio.ensure_future(dealer.send_multipart([b"", frame]))
         try:
-            await asyncio.wait_for(dealer.send_multipart([b"", frame]), wait)
+            await asyncio.wait({send}, timeout=wait)
+            if not send.done() or send.cancelled() or send.exception() is not None:
+                self._check_open()  # closed under us by close(): ClientClosedError
+                self._reset_dealer(generation)
+                return None
             if on_sent is not None:
                 on_sent()
-            return await asyncio.wait_for(asyncio.shield(future), max(attempt_deadline - self._loop.time(), 0))
-        except TimeoutError:
-            self._check_open()
-            self._reset_dealer(generation)
-            return None
-        except zmq.ZMQError:
-            self._check_open()  # closed under us by close(): ClientClosedError
-            self._reset_dealer(generation)
-            return None
+            await asyncio.wait({future}, timeout=max(attempt_deadline - self._loop.time(), 0))
+            if not future.done():
+                self._check_open()
+                self._reset_dealer(generation)
+                return None
+            return future.result()
         finally:
+            if not send.done():
+                send.cancel()
+            elif not send.cancelled():
+                send.exception()  # retrieved: no "exception was never retrieved" noise
             if future.done():
                 self._replies.pop(request_id, None)
 
@@ -468,13 +491,18 @@ class HistoryClient(HistoryTransport):
         if not self._connected:
             await self._connect(min(self.connect_timeout, timeout))
 
-        notified: asyncio.Future[Notification] = loop.create_future()
-        self._notifications[request_id] = notified  # before sending: no notification can be missed
         try:
-            reply = await self._send_request(request, deadline, timeout)
-            if not reply.accepted:
-                raise self._rejection(reply)
-            notification = await self._await_notification(request, notified, deadline, timeout)
+            notification = await self._run_request(request, deadline, timeout)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this request itself was cancelled by its caller
+            # A future of ours was cancelled under us (a socket closed while it was used): never
+            # hand a CancelledError to a caller that did not cancel anything.
+            self._check_open()
+            raise errors.RelayUnavailableError(
+                f"the connection to the relay at {self.relay_endpoint} was reset while request {request_id} "
+                "waited; the request is safe to send again") from None
         finally:
             self._notifications.pop(request_id, None)
             self._replies.pop(request_id, None)
@@ -482,8 +510,44 @@ class HistoryClient(HistoryTransport):
         result = result_from_notification(notification)
         emit("dexorder_notification_received", result=result)
         if notification.error_type == "RelayUnavailableError":
-            raise errors.RelayUnavailableError(notification.error_message)
+            raise errors.RelayUnavailableError(
+                f"{notification.error_message} (the relay at {self.relay_endpoint} did not run request "
+                f"{request_id} within {timeout:g} s)")
         return raise_for_error(result)
+
+    async def _run_request(self, request: HistoryRequest, deadline: float, timeout: float) -> Notification:
+        """Send ``request`` and wait for its notification. A notification saying "retry"
+        (the relay shut down before running it: a graceful restart) sends it again under the
+        same id while the deadline allows, so a restart inside the timeout completes the fetch."""
+        assert self._loop is not None
+        loop = self._loop
+        request_id = request.request_id
+        first = True
+        shut_down = ""  # what the relay said when it shut down before running the request
+        while True:
+            notified: asyncio.Future[Notification] = loop.create_future()
+            self._notifications[request_id] = notified  # before sending: no notification can be missed
+            try:
+                reply = await self._send_request(request, deadline, timeout, announce=first)
+            except errors.RelayUnavailableError as exc:
+                if not shut_down:
+                    raise
+                raise errors.RelayUnavailableError(
+                    f"{shut_down}: request {request_id} was sent again, but no relay answered at "
+                    f"{self.relay_endpoint} within its {timeout:g} s timeout. Check that `dexorder-feeds serve` "
+                    "runs there; the request is safe to send again") from exc
+            first = False
+            if not reply.accepted:
+                raise self._rejection(reply)
+            notification = await self._await_notification(request, notified, deadline, timeout)
+            if notification.error_type != "RelayUnavailableError":
+                return notification
+            if deadline - loop.time() <= _RESEND_PAUSE_SECONDS:
+                return notification
+            shut_down = notification.error_message.split(";")[0] or "the relay shut down before running it"
+            log.info("HistoryClient %s: the relay did not run request %s (%s); sending it again",
+                     self.client_id, request_id, notification.error_message)
+            await asyncio.sleep(_RESEND_PAUSE_SECONDS)  # the old relay's connection goes meanwhile
 
     @staticmethod
     def _rejection(reply: RequestReply) -> errors.DexOrderError:
@@ -533,6 +597,12 @@ class HistoryClient(HistoryTransport):
         self._check_open()
         what = (f"request {request.request_id} ({request.ticker} {request.period_seconds}s "
                 f"[{request.start_time}, {request.end_time}])")
+        if self._link_lost:
+            raise errors.RelayUnavailableError(
+                f"lost the connection to the relay at {self.notification_endpoint} while {what} waited, and it did "
+                f"not come back within {timeout:g} s. Check that `dexorder-feeds serve` runs there; the request is "
+                "safe to send again"
+            )
         if unanswered:
             raise errors.RelayUnavailableError(
                 f"the relay at {self.relay_endpoint} stopped answering while {what} waited; no notification within "
@@ -543,10 +613,11 @@ class HistoryClient(HistoryTransport):
             "the historian may still be working: retry with a longer timeout"
         )
 
-    async def _send_request(self, request: HistoryRequest, deadline: float, timeout: float) -> RequestReply:
+    async def _send_request(self, request: HistoryRequest, deadline: float, timeout: float, *,
+                            announce: bool = True) -> RequestReply:
         assert self._loop is not None
         frame = encode_frame(request)
-        sent = False
+        sent = not announce  # dexorder_request_sent once per request, not per re-send
 
         def on_sent() -> None:
             nonlocal sent
@@ -557,13 +628,15 @@ class HistoryClient(HistoryTransport):
                      end_time=request.end_time)
 
         attempts = 0
-        while attempts < self.max_attempts and (remaining := deadline - self._loop.time()) > 0:
+        limit = self.max_attempts
+        while (limit is None or attempts < limit) and (remaining := deadline - self._loop.time()) > 0:
             attempts += 1
             reply = await self._exchange(request.request_id, frame, min(self.reply_timeout, remaining), on_sent)
             if reply is not None:
                 return reply
-            log.info("HistoryClient %s: no reply to request %s from %s (attempt %d of %d); reset the socket",
-                     self.client_id, request.request_id, self.relay_endpoint, attempts, self.max_attempts)
+            log.info("HistoryClient %s: no reply to request %s from %s (attempt %d%s); reset the socket",
+                     self.client_id, request.request_id, self.relay_endpoint, attempts,
+                     f" of {limit}" if limit is not None else "")
         self._replies.pop(request.request_id, None)
         raise errors.RelayUnavailableError(
             f"the relay at {self.relay_endpoint} did not answer request {request.request_id} "

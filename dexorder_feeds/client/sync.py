@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from ..config import resolve_settings
-from ..vocabulary.errors import RequestTimeoutError
+from ..vocabulary.errors import ClientClosedError, RequestTimeoutError
 
 __all__ = ["run_sync", "fetch_ohlc", "price_scale", "shared_client", "get_loop", "close_sync_clients"]
 
@@ -74,8 +74,15 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
+        if future.done():
+            raise  # the coroutine's own TimeoutError (a RequestTimeoutError): it says what timed out
         future.cancel()
         raise RequestTimeoutError(f"the call did not finish within {timeout} s") from None
+    except concurrent.futures.CancelledError:
+        # Only a cancellation on the background loop gets here (nobody cancels the future from
+        # this side but the timeout above): never hand an empty CancelledError to the caller.
+        raise ClientClosedError("the call was cancelled on the dexorder background loop "
+                                "(its client closed or the process is exiting); call it again") from None
 
 
 async def shared_client(settings: Any) -> Any:

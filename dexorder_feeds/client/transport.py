@@ -103,7 +103,7 @@ def check_request_args(
     if isinstance(period_seconds, str):
         raise errors.InvalidPeriodError(f"period_seconds={period_seconds!r} must be an integer number of seconds")
     period = parse_period(period_seconds)
-    start = to_micros(start_time, name="start_time")
+    start = to_micros(start_time, name="start_time", round_up=True)
     end = to_micros(end_time, name="end_time")
     if start > end:
         raise errors.InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")

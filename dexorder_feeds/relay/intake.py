@@ -25,11 +25,20 @@ import zmq.asyncio
 from ..ingest.historian import Historian
 from ..storage.catalog import scrub
 from ..vocabulary.errors import DexOrderError, ProtocolError, RelayUnavailableError
-from ..wire import HistoryRequest, RequestReply, SubscribeCheck, decode_frame, encode_frame, notification_topic
+from ..wire import (
+    SUBSCRIPTION_REFUSED,
+    HistoryRequest,
+    RequestReply,
+    SubscribeCheck,
+    decode_frame,
+    encode_frame,
+    notification_topic,
+)
 from ..wire.errors import wire_name
 from .notifications import Notifier
 from .results import ResultCache
 from .scheduling import Scheduler
+from .subscriptions import MAX_ID_LENGTH
 
 __all__ = ["Intake", "id_problem", "MAX_ENVELOPE_FRAMES", "MAX_ID_LENGTH", "MAX_PENDING_CHECKS",
            "DEFAULT_MAX_QUEUED", "SUBSCRIBE_CHECK_WAIT_SECONDS"]
@@ -37,7 +46,6 @@ __all__ = ["Intake", "id_problem", "MAX_ENVELOPE_FRAMES", "MAX_ID_LENGTH", "MAX_
 log = logging.getLogger("dexorder_feeds.relay.server")  # one logger for the whole relay
 
 MAX_ENVELOPE_FRAMES = 32
-MAX_ID_LENGTH = 128
 MAX_PENDING_CHECKS = 10_000
 DEFAULT_MAX_QUEUED = 10_000
 SUBSCRIBE_CHECK_WAIT_SECONDS = 5.0
@@ -202,8 +210,16 @@ class Intake:
                                                      error_type=_PROTOCOL, reason="a SubscribeCheck needs a client_id"))
             return
         topic = notification_topic(check.client_id)
-        if await self.notifier.subscriptions.wait_live(topic, self.subscribe_check_wait):
+        subscriptions = self.notifier.subscriptions
+        live = subscriptions.is_live(topic) or (
+            not subscriptions.refusal(topic) and await subscriptions.wait_live(topic, self.subscribe_check_wait))
+        refused = subscriptions.refusal(topic)
+        if live:
             await self._reply(envelope, RequestReply(request_id=check.request_id, accepted=True))
+        elif refused:
+            await self._reply(envelope, RequestReply(
+                request_id=check.request_id, accepted=False, error_type=_RETRY,
+                reason=f"{SUBSCRIPTION_REFUSED} to {topic.decode(errors='replace')!r}: {refused}"))
         else:
             await self._reply(envelope, RequestReply(
                 request_id=check.request_id, accepted=False, error_type=_RETRY,

@@ -1,5 +1,7 @@
-"""Running accepted requests: a pool of historian threads, one run per ``request_id``, and
-overlapping ranges of one ticker and period one after the other.
+"""Running accepted requests: a pool of historian threads, one run per ``request_id``,
+overlapping ranges of one ticker and period one after the other, and the workers shared fairly
+between clients (round-robin by ``client_id``: one client's backlog does not hold up another's
+request).
 
 A request whose range overlaps one that came first waits (holding no worker) until that one is
 done, then finds its candles stored and only fetches and commits what is left: under many
@@ -13,6 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -22,7 +25,7 @@ from ..wire import HistoryRequest, Notification
 from ..wire.errors import wire_name
 from .results import ResultCache
 
-__all__ = ["Scheduler", "OverlapQueue", "DEFAULT_WORKERS", "SHUTDOWN_MESSAGE"]
+__all__ = ["Scheduler", "OverlapQueue", "FairQueue", "DEFAULT_WORKERS", "SHUTDOWN_MESSAGE"]
 
 log = logging.getLogger("dexorder_feeds.relay.server")  # one logger for the whole relay
 
@@ -67,6 +70,73 @@ class OverlapQueue:
                 del self._by_key[key]
 
 
+class FairQueue:
+    """``slots`` worker slots shared fairly between clients: a free slot goes to the waiting
+    client that got the fewest slots since the queue was last empty, so a client with a backlog
+    takes one slot per turn and another client's request waits for one slot to come free, not
+    behind the whole backlog."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self._served: Counter[str] = Counter()  # slots each client got since the queue was last empty
+        self._closed = False
+
+    def __len__(self) -> int:
+        """How many requests wait for a slot."""
+        return sum(len(queue) for queue in self._waiting.values())
+
+    async def acquire(self, client_id: str) -> None:
+        """Wait for a slot, in this client's turn. RuntimeError once :meth:`close` was called."""
+        if self._closed:
+            raise RuntimeError("the scheduler is stopping")
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            self._served[client_id] += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(client_id, deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self.release()  # the slot was ours already: pass it on
+            else:
+                queue = self._waiting.get(client_id)
+                if queue is not None and turn in queue:
+                    queue.remove(turn)
+                    if not queue:
+                        del self._waiting[client_id]
+            raise
+
+    def release(self) -> None:
+        """Give the slot to the waiting client served least so far (first come first among
+        equals; that client then goes to the back)."""
+        while self._waiting:
+            client_id = min(self._waiting, key=lambda name: self._served[name])
+            queue = self._waiting[client_id]
+            turn = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(client_id)
+            else:
+                del self._waiting[client_id]
+            if not turn.done():
+                turn.set_result(None)
+                self._served[client_id] += 1
+                return
+        self._free += 1
+        self._served.clear()  # nobody waits: start counting afresh
+
+    def close(self) -> None:
+        """Every request still waiting gets RuntimeError (and is told to retry)."""
+        self._closed = True
+        for queue in self._waiting.values():
+            for turn in queue:
+                if not turn.done():
+                    turn.set_exception(RuntimeError("the scheduler is stopping"))
+        self._waiting.clear()
+
+
 class Scheduler:
     """Runs requests on ``workers`` historian threads, so one slow ticker does not hold up the
     others; each finished notification is remembered in ``results``, handed to ``publish``, and
@@ -81,6 +151,7 @@ class Scheduler:
                                                                thread_name_prefix="dexorder-historian")
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._overlaps = OverlapQueue()
+        self._fair = FairQueue(workers)
 
     def __len__(self) -> int:
         """How many requests are queued or running."""
@@ -104,7 +175,13 @@ class Scheduler:
 
     def stop_queue(self) -> None:
         """Start no more requests: those queued get an ERROR notification saying to retry."""
+        self._fair.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for a worker (not counting those behind an overlapping one)."""
+        return len(self._fair)
 
     def close(self) -> None:
         """Wait for the historian threads to end."""
@@ -115,15 +192,19 @@ class Scheduler:
         try:
             if earlier:  # overlapping requests that came first: their candles are then stored, not redone
                 await asyncio.wait(earlier)
-            job = self._executor.submit(self._timed_handle, request)
+            await self._fair.acquire(request.client_id)  # one worker, in this client's turn
             try:
-                notification, started, finished = await asyncio.wrap_future(job)
-            except asyncio.CancelledError:
-                if not job.cancelled():
-                    raise
-                notification = _retry_later(request)
-                started = finished = time.perf_counter()
-        except RuntimeError:  # the executor was shut down before the job was submitted
+                job = self._executor.submit(self._timed_handle, request)
+                try:
+                    notification, started, finished = await asyncio.wrap_future(job)
+                except asyncio.CancelledError:
+                    if not job.cancelled():
+                        raise
+                    notification = _retry_later(request)
+                    started = finished = time.perf_counter()
+            finally:
+                self._fair.release()
+        except RuntimeError:  # stopping: the request was not started
             notification = _retry_later(request)
         finally:
             self._in_flight.pop(request.request_id, None)

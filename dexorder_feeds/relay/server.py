@@ -30,11 +30,19 @@ from .intake import (
     Intake,
 )
 from .notifications import NOTIFICATION_HOLD_SECONDS, Notifier
+from .peers import PeerGuard
 from .results import RESULT_CACHE_SIZE, ResultCache
 from .scheduling import DEFAULT_WORKERS, Scheduler
 from .signals import SignalHandlers
-from .sockets import FINAL_FLUSH_LINGER_MS, MAX_MESSAGE_BYTES, BoundSockets, bind_sockets, close_now
-from .subscriptions import Subscriptions
+from .sockets import (
+    FINAL_FLUSH_LINGER_MS,
+    MAX_MESSAGE_BYTES,
+    BoundSockets,
+    ConnectionLabels,
+    bind_sockets,
+    close_now,
+)
+from .subscriptions import DEFAULT_MAX_TOPICS, DEFAULT_MAX_TOPICS_PER_PEER, MAX_SUBSCRIPTION_BYTES, Subscriptions
 
 __all__ = [
     "RelayServer",
@@ -47,6 +55,9 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_PENDING_CHECKS",
     "DEFAULT_MAX_QUEUED",
+    "DEFAULT_MAX_TOPICS_PER_PEER",
+    "DEFAULT_MAX_TOPICS",
+    "MAX_SUBSCRIPTION_BYTES",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,6 +83,8 @@ class RelayServer:
         subscribe_check_wait: float = SUBSCRIBE_CHECK_WAIT_SECONDS,
         result_cache_size: int = RESULT_CACHE_SIZE,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        max_topics_per_peer: int = DEFAULT_MAX_TOPICS_PER_PEER,
+        max_topics: int = DEFAULT_MAX_TOPICS,
         curve: ServerCurve | None = None,
         secrets: Mapping[str, Any] | None = None,
         owns_historian: bool = False,
@@ -86,6 +99,8 @@ class RelayServer:
         self.subscribe_check_wait = subscribe_check_wait
         self.result_cache_size = result_cache_size
         self.max_queued = max_queued
+        self.max_topics_per_peer = max_topics_per_peer
+        self.max_topics = max_topics
         self.curve = curve
         self._secrets = dict(secrets or {})  # catalog properties: their secret values never go on the wire
         self._owns_historian = owns_historian
@@ -208,14 +223,20 @@ class RelayServer:
                            in_flight=self._in_flight_count).install(loop)
         ctx = zmq.asyncio.Context()
         sockets: BoundSockets | None = None
+        labels: ConnectionLabels | None = None
+        guard: PeerGuard | None = None
         try:
             await loop.run_in_executor(None, self.historian.warehouse.ensure_tables)
             if self.curve is not None:
                 self._authenticator = start_authenticator(ctx, self.curve)
+            else:
+                labels = ConnectionLabels(ctx)
             sockets = bind_sockets(ctx, self.relay_endpoint, self.notification_endpoint, self.curve)
             self.relay_endpoint, self.notification_endpoint = sockets.relay_endpoint, sockets.notification_endpoint
-            notifier = Notifier(sockets.xpub, Subscriptions(), hold_seconds=self.notification_hold,
-                                secrets=self._secrets)
+            subscriptions = Subscriptions(max_per_peer=self.max_topics_per_peer, max_topics=self.max_topics)
+            guard = PeerGuard(sockets.xpub)
+            notifier = Notifier(sockets.xpub, subscriptions, hold_seconds=self.notification_hold,
+                                secrets=self._secrets, manual=True, on_flood=guard.disconnect_flooder)
             self._scheduler = Scheduler(self.historian, workers=self.workers,
                                         results=ResultCache(self.result_cache_size), publish=notifier.publish)
             intake = Intake(sockets.router, self.historian, self._scheduler, notifier, max_queued=self.max_queued,
@@ -223,7 +244,10 @@ class RelayServer:
             background = [
                 loop.create_task(notifier.watch(), name="relay-subscriptions"),
                 loop.create_task(notifier.expire_held(), name="relay-expiry"),
+                loop.create_task(guard.watch(), name="relay-peers"),
             ]
+            if labels is not None:
+                background.append(loop.create_task(labels.serve(), name="relay-connection-labels"))
             intake.start()
             log.info("relay ready request=%s notification=%s workers=%d auth=%s",
                      self.relay_endpoint, self.notification_endpoint, self.workers, describe(self.curve))
@@ -231,8 +255,12 @@ class RelayServer:
             await self._stop_event.wait()
             await self._shutdown(intake, self._scheduler, notifier, sockets, background)
         finally:
+            if guard is not None:
+                guard.close()
             if sockets is not None:
                 close_now(sockets.router, sockets.xpub)
+            if labels is not None:
+                labels.close()
             if self._authenticator is not None:
                 self._authenticator.stop()
                 self._authenticator = None

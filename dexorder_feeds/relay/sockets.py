@@ -1,6 +1,7 @@
 """The relay's two sockets: a ROUTER for requests and an XPUB for notifications.
 
-Both are bound with the same limits against floods (backlog, largest message), heartbeats that
+Both are bound with the same limits against floods (backlog, largest message: a subscription
+message is never longer than the longest ``RESPONSE:{client_id}`` topic), heartbeats that
 drop dead peers (so a vanished subscriber's topic is released) and, when configured, CURVE.
 """
 
@@ -13,9 +14,11 @@ import zmq.asyncio
 
 from ..auth import ServerCurve, configure_server_socket
 from ..vocabulary.errors import InvalidRequestError
+from .subscriptions import MAX_SUBSCRIPTION_BYTES
 
 __all__ = [
     "BoundSockets",
+    "ConnectionLabels",
     "bind_sockets",
     "close_now",
     "SOCKET_BACKLOG",
@@ -29,6 +32,7 @@ __all__ = [
 SOCKET_BACKLOG = 1024
 MAX_MESSAGE_BYTES = 1 << 20  # libzmq disconnects a peer that sends a larger frame
 NOTIFICATION_SNDHWM = 10_000
+SUBSCRIPTION_RCVHWM = 100
 FINAL_FLUSH_LINGER_MS = 1000  # how long the last notifications may take to leave at shutdown
 HEARTBEAT_IVL_MS = 10_000
 HEARTBEAT_TIMEOUT_MS = 30_000
@@ -42,6 +46,41 @@ class BoundSockets:
     xpub: zmq.asyncio.Socket
     relay_endpoint: str
     notification_endpoint: str
+
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+CONNECTION_LABEL_DOMAIN = "dexorder-notifications"
+
+
+class ConnectionLabels:
+    """Without CURVE: the ZAP handler of the XPUB's connections. It admits every one (NULL
+    security admits everyone anyway) and gives each a user id of its own (``conn-<n>``), so every
+    subscription message says which connection sent it and the per-peer limit of
+    :class:`~dexorder_feeds.relay.subscriptions.Subscriptions` counts per connection (with
+    CURVE, the user id is the client's key instead)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context) -> None:
+        self._sock = ctx.socket(zmq.REP)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(ZAP_ENDPOINT)
+        self._count = 0
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                frames = await self._sock.recv_multipart()
+            except zmq.ZMQError:
+                return
+            if len(frames) < 2:
+                continue  # not a ZAP request; REP still expects an answer, which libzmq never reads
+            self._count += 1
+            try:
+                await self._sock.send_multipart([b"1.0", frames[1], b"200", b"OK", f"conn-{self._count}".encode(), b""])
+            except zmq.ZMQError:
+                return
+
+    def close(self) -> None:
+        close_now(self._sock)
 
 
 def bind_sockets(ctx: zmq.asyncio.Context, relay_endpoint: str, notification_endpoint: str,
@@ -60,6 +99,17 @@ def bind_sockets(ctx: zmq.asyncio.Context, relay_endpoint: str, notification_end
         configure_server_socket(sock, curve)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     xpub.setsockopt(zmq.SNDHWM, NOTIFICATION_SNDHWM)
+    # Subscriptions are applied by the relay, not by libzmq: only RESPONSE:{client_id} topics,
+    # within the per-peer and total limits (see relay.subscriptions). And no subscription
+    # message may be longer than the longest such topic: libzmq disconnects the peer before it
+    # stores a longer one.
+    xpub.setsockopt(zmq.XPUB_MANUAL, 1)
+    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+    # libzmq moves a connection's subscriptions from its pipe into its own records whenever the
+    # relay touches the socket; a short pipe keeps that pace close to the relay's own reading.
+    xpub.setsockopt(zmq.RCVHWM, SUBSCRIPTION_RCVHWM)
+    if curve is None:  # each connection labelled by ConnectionLabels (which must be bound first)
+        xpub.setsockopt(zmq.ZAP_DOMAIN, CONNECTION_LABEL_DOMAIN.encode())
     for sock, endpoint, what in ((router, relay_endpoint, "relay"), (xpub, notification_endpoint, "notification")):
         try:
             sock.bind(endpoint)

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -328,11 +329,34 @@ def _open_error(props: Mapping[str, Any], exc: BaseException) -> WarehouseError:
         hint = "the catalog cannot be reached: check the URI and that the catalog server is running"
     elif name in ("NoSuchNamespaceError", "NoSuchWarehouseError") or "bucket" in lower or "warehouse" in lower:
         hint = "check that the 'warehouse' property names an existing warehouse (table bucket) of this catalog"
+    elif "readonly database" in lower or "read-only" in lower or "read only" in lower:
+        hint = ("the catalog database is read-only (an immutable or mode=ro SQLite URI, or file permissions), and "
+                "opening it must create its tables: open a writable catalog, or one already set up")
+    elif "unable to open database file" in lower:
+        hint = ("the SQLite catalog file cannot be opened or created: check that the path in the URI exists and "
+                "its directory is writable")
     elif "does not exist" in lower and "database" in lower:
         hint = "the database does not exist: check the database name in the URI, or create it"
     else:
         hint = "check the URI, that the catalog server is reachable and that the credentials are right"
     return WarehouseError(f"cannot open Iceberg catalog {uri}: {name}: {text}; {hint}")
+
+
+def _open_sql_catalog(props: Mapping[str, Any], attempts: int = 3) -> Any:
+    """pyiceberg's SQL catalog. Two processes opening a new catalog at once both try to create its
+    tables, and the loser's CREATE fails (PostgreSQL: a unique violation; SQLite: "table ...
+    already exists") although the tables now exist: that one is tried again."""
+    for attempt in range(attempts):
+        try:
+            return _sql_catalog(CATALOG_NAME, props)
+        except Exception as exc:
+            text = str(exc).lower()
+            racing = (type(exc).__name__ == "IntegrityError" or "duplicate key" in text
+                      or ("table" in text and "already exists" in text))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_catalog(uri: str | None, properties: Mapping[str, Any] | None = None, *, cache: bool = True) -> Any:
@@ -354,7 +378,7 @@ def open_catalog(uri: str | None, properties: Mapping[str, Any] | None = None, *
                 catalog = _rest_catalog(CATALOG_NAME, props)
                 catalog.list_namespaces()  # proves the credentials and the warehouse now, not mid-fetch
             elif props.get("type") == "sql":
-                catalog = _sql_catalog(CATALOG_NAME, props)  # connects and creates its tables if needed
+                catalog = _open_sql_catalog(props)  # connects and creates its tables if needed
             else:
                 from pyiceberg.catalog import load_catalog
 

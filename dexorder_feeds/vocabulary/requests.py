@@ -66,7 +66,7 @@ class FetchRequest:
         """Validate caller input (tickers, periods and every accepted time type)."""
         name = str(parse_ticker(ticker))
         period = parse_period(period_seconds)
-        start = to_micros(start_time, name="start_time")
+        start = to_micros(start_time, name="start_time", round_up=True)  # 100 ns past the hour: not that hour
         end = to_micros(end_time, name="end_time")
         if start > end:
             raise InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")

@@ -8,7 +8,7 @@ convention of backtrader and pandas users); aware values are converted to UTC.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Union
 
 from .errors import InvalidTimeRangeError
@@ -55,16 +55,45 @@ def _check_integer_micros(value: int, name: str) -> int:
     return value
 
 
-def to_micros(value: object, *, name: str = "time") -> int:
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_LATEST = "5138-11-16T09:46:40Z"  # 10**17 µs
+
+
+def _datetime_micros(value: date) -> int:
+    """A ``datetime`` or ``date`` (naive = UTC) in µs, by integer arithmetic: any year Python holds."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    offset = value.utcoffset() if value.tzinfo is not None else None
+    # naive arithmetic with the offset as a timedelta: no overflow even at datetime.min/max
+    naive = datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)
+    return (naive - _NAIVE_EPOCH - (offset or timedelta(0))) // timedelta(microseconds=1)
+
+
+def _check_bounds(micros: int, shown: str, name: str) -> int:
+    if micros < _MIN_PLAUSIBLE_MICROS:
+        raise InvalidTimeRangeError(
+            f"{name}={shown} is before {_EARLIEST}, the earliest time dexorder-feeds handles "
+            "(no market has candles that old); start later"
+        )
+    if micros >= _MAX_PLAUSIBLE_MICROS:
+        raise InvalidTimeRangeError(
+            f"{name}={shown} is after {_LATEST}, the latest time dexorder-feeds handles; give an earlier time"
+        )
+    return micros
+
+
+def to_micros(value: object, *, name: str = "time", round_up: bool = False) -> int:
     """Convert a time-like value to integer microseconds since the epoch, UTC.
 
-    Raises :class:`InvalidTimeRangeError` for values of the wrong unit or type.
+    A time finer than a microsecond is rounded down, or up with ``round_up`` (for the start of a
+    range: a start 100 ns after the hour does not include that hour). Raises
+    :class:`InvalidTimeRangeError` for values of the wrong unit or type, or outside 1973–5138.
     """
     if isinstance(value, bool):
         raise InvalidTimeRangeError(f"{name}={value!r} is not a time")
     if isinstance(value, int):
         return _check_integer_micros(value, name)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return _check_integer_micros(int(value), name)
     type_name = type(value).__module__ + "." + type(value).__name__
     if type_name.startswith("numpy.") and hasattr(value, "dtype"):
@@ -74,6 +103,8 @@ def to_micros(value: object, *, name: str = "time") -> int:
         raise InvalidTimeRangeError(
             f"{name}={value!r} is a float; give integer microseconds, a datetime or an ISO string"
         )
+    if isinstance(value, date) and not type_name.startswith("pandas."):  # any year Python holds
+        return _check_bounds(_datetime_micros(value), value.isoformat(), name)
     if isinstance(value, (str, datetime, date)) or type_name.startswith(("pandas.", "numpy.")):
         import pandas as pd
 
@@ -82,26 +113,39 @@ def to_micros(value: object, *, name: str = "time") -> int:
             return (now if value.strip().lower() == "now" else now.normalize()).value // 1000
         try:
             ts = pd.Timestamp(value)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
+            # pandas holds 1677-2262 only: a time outside that, in ISO text, is read by Python
+            beyond = _iso_beyond_pandas(value) if isinstance(value, str) else None
+            if beyond is not None:
+                return _check_bounds(_datetime_micros(beyond), beyond.isoformat(), name)
             raise InvalidTimeRangeError(
                 f"{name}={value!r} is not a time pandas can parse; use ISO 8601 like '2025-01-01T00:00:00Z'"
             ) from exc
         if ts is pd.NaT:
             raise InvalidTimeRangeError(f"{name} is NaT; give a real time")
-        if ts.tzinfo is None:
-            ts = ts.tz_localize("UTC")
-        ts = ts.tz_convert("UTC")
-        micros = ts.value // 1000  # ns -> µs; value is ns since epoch whatever the unit
-        if micros < _MIN_PLAUSIBLE_MICROS:
-            raise InvalidTimeRangeError(
-                f"{name}={ts.isoformat()} is before {_EARLIEST}, the earliest time dexorder-feeds handles "
-                "(no market has candles that old); start later"
-            )
-        return micros
+        try:
+            if ts.tzinfo is None:
+                ts = ts.tz_localize("UTC")
+            ts = ts.tz_convert("UTC")
+            if ts.unit == "ns":  # the only unit finer than a microsecond; .value is always ns
+                micros = -(-int(ts.value) // 1000) if round_up else int(ts.value) // 1000
+            else:  # s, ms or us: exact in Python, whatever the year
+                micros = _datetime_micros(ts.to_pydatetime())
+        except (ValueError, OverflowError):  # beyond what pandas can shift or convert: Python can
+            micros = _datetime_micros(ts.to_pydatetime())
+        return _check_bounds(micros, ts.isoformat(), name)
     raise InvalidTimeRangeError(
         f"{name}={value!r} ({type(value).__name__}) is not a time; "
         "give integer microseconds, a datetime, a pandas.Timestamp or an ISO string"
     )
+
+
+def _iso_beyond_pandas(text: str) -> datetime | None:
+    """ISO 8601 text pandas cannot hold (before 1677 or after 2262), read by Python; None if it is not ISO."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
 
 
 def format_micros(value: int) -> str:

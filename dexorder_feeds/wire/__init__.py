@@ -21,6 +21,7 @@ from .ingestor_pb2 import (
 
 __all__ = [
     "WIRE_VERSION",
+    "SUBSCRIPTION_REFUSED",
     "MAX_FRAME_BYTES",
     "HistoryRequest",
     "SubscribeCheck",
@@ -44,6 +45,11 @@ _TYPE_OF = {
     SubscribeCheck: MessageType.SUBSCRIBE_CHECK,
 }
 _CLASS_OF = {code: cls for cls, code in _TYPE_OF.items()}
+
+
+SUBSCRIPTION_REFUSED = "the relay refused the subscription"
+"""How a ``SubscribeCheck`` rejection begins when the relay will not apply the client's
+subscription (a limit reached): the client stops waiting for it at once."""
 
 
 def notification_topic(client_id: str) -> bytes:

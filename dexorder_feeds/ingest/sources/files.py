@@ -40,7 +40,7 @@ TIMESTAMP_ALIASES = ("timestamp", "time", "datetime", "date", "open_time")
 _MAX_DECIMALS = 18
 _INT64_MAX = 2**63 - 1
 _DECIMAL_RE = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
-_INTEGER_RE = r"^[0-9]+$"
+_INTEGER_RE = r"^-?[0-9]+$"  # a sign too: -3600 is a (refused) negative epoch time, not the year -3600
 _DEFAULT_CACHE_FILES = 32
 
 
@@ -153,6 +153,7 @@ def _read_csv(path: Path) -> tuple[pa.Table, _Locator]:
             parse_options=pcsv.ParseOptions(delimiter=delimiter),
             convert_options=pcsv.ConvertOptions(
                 column_types={name: pa.string() for name in names},
+                null_values=[""],  # only an empty field is empty: "nan", "NA", "null" are reported as written
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
