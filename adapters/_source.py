@@ -142,6 +142,8 @@ class Fetched:
     market: MarketInfo | None
     snapshot_id: int | None
     quality: QualityReport
+    content_hash: str | None = None
+    """The hash of the stored candles read (before the missing-data policy filled any)."""
 
     @property
     def period_us(self) -> int:
@@ -167,13 +169,15 @@ async def fetch_candles(
     grid_start: int | None = None,
     previous: Mapping[str, Any] | None = None,
     max_fill_ratio: float | None = None,
+    as_of: str | int | None = None,
 ) -> Fetched:
     """Fetch ``[start, end]`` through ``client``, apply the ``missing`` policy, attach decimals
     and the quality report (raising :class:`FillRatioError` above ``max_fill_ratio``)."""
-    request = FetchRequest.create(ticker, period, start, end)
+    request = FetchRequest.create(ticker, period, start, end, as_of)
     frame = await client.fetch_ohlc(request.ticker, request.period_seconds, request.start_time, request.end_time,
-                                    request_timeout=request_timeout)
+                                    request_timeout=request_timeout, as_of=request.as_of)
     snapshot_id = frame.attrs.get("snapshot_id")
+    digest = frame.attrs.get("content_hash")
     quality = frame.attrs.get("quality")
     if not isinstance(quality, QualityReport):  # a fetcher plugin that does not report: nothing known covered
         quality = quality_report(request.ticker, request.period_seconds, request.interval,
@@ -189,7 +193,7 @@ async def fetch_candles(
     market = await market_info(client, request.ticker) if len(frame) else None
     if len(frame) and market is None:
         raise DataError(f"{request.ticker}: candles are stored but the market's decimals are unknown")
-    return Fetched(request, frame, market, snapshot_id, quality)
+    return Fetched(request, frame, market, snapshot_id, quality, digest)
 
 
 def apply_missing(

@@ -175,6 +175,7 @@ class DexOrderData(bt.feed.DataBase):
         ("missing", "drop"),
         ("max_fill_ratio", None),
         ("bar_time", "close"),
+        ("as_of", None),
         ("client", None),
     ) + tuple((name, None) for name in CLIENT_SETTINGS)
 
@@ -213,6 +214,7 @@ class DexOrderData(bt.feed.DataBase):
         self._count = 0
         self._next = 0
         self.snapshot_id: int | None = None
+        self.content_hash: str | None = None
         #: The data-quality report of the candles loaded (set when cerebro starts the feed).
         self.quality: QualityReport | None = None
         aliases = self.lines.getlinealiases()
@@ -249,6 +251,7 @@ class DexOrderData(bt.feed.DataBase):
         fetched = run_sync(self._fetch(start, end))
         frame, market = fetched.frame, fetched.market
         self.snapshot_id = fetched.snapshot_id
+        self.content_hash = fetched.content_hash
         self.quality = fetched.quality
         count = len(frame)
         nan = [math.nan] * count
@@ -272,7 +275,8 @@ class DexOrderData(bt.feed.DataBase):
         client = await sync_client(self.p.client, self._settings)
         timeout = self._settings.get("request_timeout")
         return await fetch_candles(client, self.ticker, self.period_seconds, start, end, missing=self.p.missing,
-                                   request_timeout=timeout, max_fill_ratio=self.p.max_fill_ratio)
+                                   request_timeout=timeout, max_fill_ratio=self.p.max_fill_ratio,
+                                   as_of=self.p.as_of)
 
     def _load(self) -> bool:
         i = self._next

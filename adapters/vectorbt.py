@@ -85,6 +85,7 @@ def to_vbt_frame(fetched: Fetched, columns: list[str] | None = None) -> pd.DataF
     if columns is not None:
         result = result.reindex(columns=columns)
     result.attrs["snapshot_id"] = fetched.snapshot_id  # the Iceberg snapshot read (reproducibility)
+    result.attrs["content_hash"] = fetched.content_hash
     result.attrs["quality"] = fetched.quality
     return result
 
@@ -134,11 +135,12 @@ class DexOrderData(vbt.Data):
         missing = check_missing(kwargs.pop("missing", "nan"))
         max_fill_ratio = check_max_fill_ratio(kwargs.pop("max_fill_ratio", None))
         client = kwargs.pop("client", None)
+        as_of = kwargs.pop("as_of", None)
         kwargs.pop("show_progress", None)
         kwargs.pop("tqdm_kwargs", None)
         settings = client_settings(kwargs)
         return dict(ticker=symbol, period=period, start=start, end=end, missing=missing, client=client,
-                    settings=settings, max_fill_ratio=max_fill_ratio)
+                    settings=settings, max_fill_ratio=max_fill_ratio, as_of=as_of)
 
     @staticmethod
     async def _fetch_one(plan: Mapping[str, Any]) -> Fetched:
@@ -153,7 +155,7 @@ class DexOrderData(vbt.Data):
         return await fetch_candles(
             client, plan["ticker"], plan["period"], plan["start"], end, missing=plan["missing"],
             request_timeout=plan["settings"].get("request_timeout"), grid_start=plan.get("grid_start"),
-            previous=previous, max_fill_ratio=plan.get("max_fill_ratio"),
+            previous=previous, max_fill_ratio=plan.get("max_fill_ratio"), as_of=plan.get("as_of"),
         )
 
     @classmethod
