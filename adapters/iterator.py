@@ -151,14 +151,16 @@ class _Pager:
 
     def __init__(
         self, ticker: object, period: object, start: object, end: object, page_size: int, missing: str,
-        max_fill_ratio: float | None = None,
+        max_fill_ratio: float | None = None, as_of: str | int | None = None,
     ) -> None:
         if not isinstance(page_size, int) or page_size <= 0:
             raise ValueError(f"page_size={page_size!r} must be a positive integer")
         check_missing(missing)
         self.max_fill_ratio = check_max_fill_ratio(max_fill_ratio)
         self.quality: QualityReport | None = None  # of the pages read so far
-        self.request = FetchRequest.create(ticker, period, start, end if end is not None else now_micros())
+        self.request = FetchRequest.create(ticker, period, start, end if end is not None else now_micros(), as_of)
+        self.snapshot_ids: list[int | None] = []  # per page read
+        self.content_hashes: list[str | None] = []
         self.page_size = page_size
         self.missing = missing
         interval = self.request.interval
@@ -180,8 +182,10 @@ class _Pager:
         fetched = await fetch_candles(
             client, self.request.ticker, self.request.period_seconds, page[0], page[1], missing=self.missing,
             request_timeout=request_timeout, grid_start=page[0] if self.started else None,
-            previous=self.previous,
+            previous=self.previous, as_of=self.request.as_of,
         )
+        self.snapshot_ids.append(fetched.snapshot_id)
+        self.content_hashes.append(fetched.content_hash)
         self.quality = fetched.quality if self.quality is None else self.quality.combine(fetched.quality)
         check_fill_ratio(self.quality, self.max_fill_ratio)
         frame = fetched.frame
@@ -204,6 +208,7 @@ def candles(
     page_size: int = DEFAULT_PAGE_SIZE,
     missing: str = "drop",
     max_fill_ratio: float | None = None,
+    as_of: str | int | None = None,
     client: OHLCClient | None = None,
     **settings: Any,
 ) -> CandleIterator:
@@ -220,7 +225,7 @@ def candles(
     than that share of the candles read was made up by ``missing`` raises
     :class:`~dexorder_feeds.vocabulary.errors.FillRatioError`.
     """
-    pager = _Pager(ticker, period, start, end, page_size, missing, max_fill_ratio)
+    pager = _Pager(ticker, period, start, end, page_size, missing, max_fill_ratio, as_of)
     options = client_settings(settings)
     timeout = options.get("request_timeout")
     return CandleIterator(_sync_candles(pager, client, options, timeout), pager)
@@ -244,6 +249,16 @@ class CandleIterator(Iterator[Candle]):
         close = getattr(self._candles, "close", None)
         if close is not None:
             close()
+
+    @property
+    def snapshot_ids(self) -> list[int | None]:
+        """The snapshot each page read (one, with ``as_of``)."""
+        return list(self._pager.snapshot_ids)
+
+    @property
+    def content_hashes(self) -> list[str | None]:
+        """Each page's content hash (``attrs["content_hash"]`` of that page's fetch)."""
+        return list(self._pager.content_hashes)
 
     @property
     def quality(self) -> QualityReport | None:
@@ -284,6 +299,7 @@ def acandles(
     page_size: int = DEFAULT_PAGE_SIZE,
     missing: str = "drop",
     max_fill_ratio: float | None = None,
+    as_of: str | int | None = None,
     client: OHLCClient | None = None,
     **settings: Any,
 ) -> AsyncCandleIterator:
@@ -292,7 +308,7 @@ def acandles(
     Without ``client``, an ``OHLCClient`` with the given settings is started on the caller's
     loop for the iteration and stopped at its end. ``quality`` as for :func:`candles`.
     """
-    pager = _Pager(ticker, period, start, end, page_size, missing, max_fill_ratio)
+    pager = _Pager(ticker, period, start, end, page_size, missing, max_fill_ratio, as_of)
     options = client_settings(settings)
     timeout = options.get("request_timeout")
     if client is not None and options:
@@ -336,6 +352,16 @@ class AsyncCandleIterator(AsyncIterator[Candle]):
         aclose = getattr(self._candles, "aclose", None)
         if aclose is not None:
             await aclose()
+
+    @property
+    def snapshot_ids(self) -> list[int | None]:
+        """The snapshot each page read (one, with ``as_of``)."""
+        return list(self._pager.snapshot_ids)
+
+    @property
+    def content_hashes(self) -> list[str | None]:
+        """Each page's content hash (``attrs["content_hash"]`` of that page's fetch)."""
+        return list(self._pager.content_hashes)
 
     @property
     def quality(self) -> QualityReport | None:

@@ -47,3 +47,16 @@ def test_backtrader_and_vectorbt_read_a_pin_identically(catalog_uri):
                                       as_of="jan", iceberg_catalog_uri=catalog_uri)
     assert frame.data[TICKER].attrs["content_hash"] == pinned_hash
     assert len(frame.get("Close")) == 240 and not pd.isna(frame.get("Close")).any()
+
+
+def test_the_iterator_reads_a_pin_page_by_page(catalog_uri):
+    first = dexorder_feeds.candles(TICKER, "1h", "2025-01-01", "2025-01-05T23:00", page_size=24,
+                                   iceberg_catalog_uri=catalog_uri)
+    before = list(first)
+    IcebergClient(catalog_uri).pin("p1")
+    dexorder_feeds.fetch_ohlc(TICKER, "1h", "2025-01-06", "2025-01-08", iceberg_catalog_uri=catalog_uri)
+    pinned = dexorder_feeds.candles(TICKER, "1h", "2025-01-01", "2025-01-05T23:00", page_size=24, as_of="p1",
+                                    iceberg_catalog_uri=catalog_uri)
+    assert list(pinned) == before and len(before) == 120
+    assert pinned.content_hashes == first.content_hashes and len(first.content_hashes) == 5
+    assert len(set(pinned.snapshot_ids)) == 1 and pinned.snapshot_ids[0] == first.snapshot_ids[-1]
