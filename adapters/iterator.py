@@ -231,7 +231,28 @@ def candles(
     return CandleIterator(_sync_candles(pager, client, options, timeout), pager)
 
 
-class CandleIterator(Iterator[Candle]):
+class _PagesRead:
+    """What an iteration has read so far, page by page."""
+
+    _pager: _Pager
+
+    @property
+    def snapshot_ids(self) -> list[int | None]:
+        """The snapshot each page read (one, with ``as_of``)."""
+        return list(self._pager.snapshot_ids)
+
+    @property
+    def content_hashes(self) -> list[str | None]:
+        """Each page's content hash (``attrs["content_hash"]`` of that page's fetch)."""
+        return list(self._pager.content_hashes)
+
+    @property
+    def quality(self) -> QualityReport | None:
+        """The data-quality report of the pages read so far (None before the first)."""
+        return self._pager.quality
+
+
+class CandleIterator(_PagesRead, Iterator[Candle]):
     """The candles of :func:`candles`, one by one; ``quality`` reports on the pages read so far."""
 
     def __init__(self, candles: Iterator[Candle], pager: _Pager) -> None:
@@ -249,21 +270,6 @@ class CandleIterator(Iterator[Candle]):
         close = getattr(self._candles, "close", None)
         if close is not None:
             close()
-
-    @property
-    def snapshot_ids(self) -> list[int | None]:
-        """The snapshot each page read (one, with ``as_of``)."""
-        return list(self._pager.snapshot_ids)
-
-    @property
-    def content_hashes(self) -> list[str | None]:
-        """Each page's content hash (``attrs["content_hash"]`` of that page's fetch)."""
-        return list(self._pager.content_hashes)
-
-    @property
-    def quality(self) -> QualityReport | None:
-        """The data-quality report of the pages read so far (None before the first)."""
-        return self._pager.quality
 
 
 def _sync_candles(
@@ -334,7 +340,7 @@ async def _async_candles(
             await client.stop()
 
 
-class AsyncCandleIterator(AsyncIterator[Candle]):
+class AsyncCandleIterator(_PagesRead, AsyncIterator[Candle]):
     """The candles of :func:`acandles`; ``quality`` reports on the pages read so far."""
 
     def __init__(self, candles: AsyncIterator[Candle], pager: _Pager) -> None:
@@ -352,18 +358,3 @@ class AsyncCandleIterator(AsyncIterator[Candle]):
         aclose = getattr(self._candles, "aclose", None)
         if aclose is not None:
             await aclose()
-
-    @property
-    def snapshot_ids(self) -> list[int | None]:
-        """The snapshot each page read (one, with ``as_of``)."""
-        return list(self._pager.snapshot_ids)
-
-    @property
-    def content_hashes(self) -> list[str | None]:
-        """Each page's content hash (``attrs["content_hash"]`` of that page's fetch)."""
-        return list(self._pager.content_hashes)
-
-    @property
-    def quality(self) -> QualityReport | None:
-        """The data-quality report of the pages read so far (None before the first)."""
-        return self._pager.quality
