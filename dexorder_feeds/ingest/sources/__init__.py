@@ -31,11 +31,21 @@ class SourceCandles:
     Values are in natural units (float, int, Decimal or str) unless ``scaled`` is true, in which
     case they are already integers with ``market``'s decimals. ``market`` gives the decimals the
     values need (the source's precision).
+
+    ``checked`` lists the parts of the asked range ``[start, stop)`` the source answered for
+    positively (µs intervals, sorted, disjoint); ``None`` means all of it. Only checked parts may
+    be remembered as empty in the coverage ledger: a page that started late, a page that was cut
+    short or skipped, or an answer about other times leaves the rest unknown, to be asked again.
+
+    ``served_by`` says which source answered which part (``((start, stop), source_name)``), for a
+    source that delegates (a fallback chain); ``None`` means this source answered the whole range.
     """
 
     market: MarketInfo
     frame: pd.DataFrame
     scaled: bool = False
+    checked: list[tuple[int, int]] | None = None
+    served_by: list[tuple[tuple[int, int], str]] | None = None
 
 
 class IngestSource(abc.ABC):
