@@ -23,7 +23,7 @@ DEFAULT_MAX_CANDLES = 10_000_000
 ENV_PREFIX = "DEXORDER_"
 _CURVE_KEYS = ("curve_secret_key", "curve_server_key", "curve_authorized_keys")
 _SIMPLE_KEYS = ("iceberg_catalog_uri", "relay_endpoint", "notification_endpoint", "namespace", "request_timeout",
-                "max_candles", *_CURVE_KEYS)
+                "max_candles", "settle_seconds", *_CURVE_KEYS)
 
 
 def default_cache_dir() -> Path:
@@ -61,6 +61,10 @@ class Settings:
     curve_authorized_keys: str | None = None
     max_candles: int = DEFAULT_MAX_CANDLES
     """The most candles one fetch may return; a larger fetch fails at once saying how to proceed."""
+    settle_seconds: float | None = None
+    """How long after a period closes an empty answer of a source may still change (it is not
+    remembered as checked-empty before); None: each source's own, else max(5 minutes, one
+    period). See docs/sources.md, "The coverage ledger"."""
 
     @property
     def embedded(self) -> bool:
@@ -73,6 +77,7 @@ class Settings:
             self.iceberg_catalog_uri, self.relay_endpoint, self.notification_endpoint, self.namespace,
             tuple(sorted(self.catalog_properties.items())), tuple(sorted(self.sources.items())),
             self.curve_secret_key, self.curve_server_key, self.curve_authorized_keys, self.max_candles,
+            self.settle_seconds,
         )
 
     def __repr__(self) -> str:
@@ -171,8 +176,19 @@ def resolve_settings(
         max_candles = 0
     if max_candles <= 0:
         raise InvalidRequestError(f"max_candles={raw_max!r} must be a positive whole number of candles")
+    raw_settle = values.get("settle_seconds")
+    settle: float | None = None
+    if raw_settle is not None:
+        try:
+            settle = float(raw_settle) if not isinstance(raw_settle, bool) else -1.0
+        except (TypeError, ValueError):
+            settle = -1.0
+        if not settle >= 0:  # also NaN
+            raise InvalidRequestError(f"settle_seconds={raw_settle!r} must be a number of seconds, zero or more "
+                                      "(DEXORDER_SETTLE_SECONDS, --settle-seconds or settle_seconds in the config file)")
     return Settings(
         iceberg_catalog_uri=str(uri),
+        settle_seconds=settle,
         relay_endpoint=relay,
         notification_endpoint=notify,
         namespace=str(values.get("namespace", "trading")),

@@ -12,7 +12,7 @@ Three kinds of hook, kept apart:
   once and never fails a fetch.
 - **registrations** (:data:`REGISTRATIONS`): plugins add ingest sources and framework adapters.
 
-The steps of one ``fetch_ohlc``: :func:`dexorder_read_cache`, :func:`dexorder_find_missing_ranges`
+The steps of one ``fetch_ohlc``: :func:`dexorder_revalidate_cache`, :func:`dexorder_read_cache`, :func:`dexorder_find_missing_ranges`
 (then the event :func:`dexorder_cache_checked`), :func:`dexorder_fill_gaps` (events
 :func:`dexorder_request_sent`, :func:`dexorder_notification_received`, :func:`dexorder_progress`),
 :func:`dexorder_read_cache` again, :func:`dexorder_process_result`.
@@ -42,6 +42,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 PIPELINE_STEPS = (
+    "dexorder_revalidate_cache",
     "dexorder_read_cache",
     "dexorder_find_missing_ranges",
     "dexorder_fill_gaps",
@@ -58,6 +59,19 @@ REGISTRATIONS = ("dexorder_register_sources", "dexorder_register_framework_adapt
 
 
 # -- pipeline steps: the fetch ---------------------------------------------------------------
+@hookspec(firstresult=True)
+def dexorder_revalidate_cache(context: FetchContext, request: FetchRequest) -> int | None:
+    """Let the historian re-check what changed source data backs, before the cache is read.
+
+    Called once per fetch (not for reads ``as_of`` a snapshot), in a worker thread, first of
+    all steps: a candle file added, edited or appended since its ranges were ingested makes
+    those ranges be asked again (docs/sources.md, "The coverage ledger"). The built-in calls
+    ``context.history.revalidate(ticker)``: the in-process historian checks the files' ``stat``
+    (nothing more when nothing changed); a relay's historian checks on its own. Returns the
+    ranges re-checked. Stops at the first non-None result.
+    """
+
+
 @hookspec(firstresult=True)
 def dexorder_read_cache(context: FetchContext, request: FetchRequest) -> CacheRead | None:
     """Read what the warehouse holds for ``request``.

@@ -19,7 +19,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DEXORDER_CACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("DEXORDER_CONFIG", str(home / "config.toml"))
     for var in ("DEXORDER_ICEBERG_CATALOG_URI", "DEXORDER_RELAY_ENDPOINT", "DEXORDER_NOTIFICATION_ENDPOINT",
-                "DEXORDER_NAMESPACE", "DEXORDER_SOURCES", "DEXORDER_FEEDS_PLUGINS"):
+                "DEXORDER_NAMESPACE", "DEXORDER_SOURCES", "DEXORDER_FEEDS_PLUGINS", "DEXORDER_SETTLE_SECONDS"):
         monkeypatch.delenv(var, raising=False)
 
 

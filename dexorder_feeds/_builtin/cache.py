@@ -1,4 +1,5 @@
-"""Built-in cache read: the Iceberg warehouse, through the client's ``IcebergClient``."""
+"""Built-in cache read: the Iceberg warehouse, through the client's ``IcebergClient``; and
+before it, the historian's re-check of ranges whose source data changed."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ if TYPE_CHECKING:
 @hookimpl(trylast=True)
 def dexorder_read_cache(context: FetchContext, request: FetchRequest) -> CacheRead:
     return context.iceberg.read_cache(request)
+
+
+@hookimpl(trylast=True)
+def dexorder_revalidate_cache(context: FetchContext, request: FetchRequest) -> int:
+    return context.history.revalidate(request.ticker)

@@ -51,6 +51,7 @@ def _settings_kwargs(args: argparse.Namespace, catalog_properties: dict[str, str
         namespace=args.namespace,
         catalog_properties=catalog_properties or None,
         sources=args.source or None,
+        settle_seconds=getattr(args, "settle_seconds", None),
     )
 
 

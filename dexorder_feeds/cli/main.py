@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--notification-endpoint",
                        help=f"notification endpoint to bind (env DEXORDER_NOTIFICATION_ENDPOINT, default {DEFAULT_SERVE_NOTIFY})")
     _add_warehouse_options(serve)
+    serve.add_argument("--settle-seconds", type=float, default=None, metavar="SECONDS",
+                       help="how long after a period closes an empty answer is not yet remembered as empty "
+                            "(env DEXORDER_SETTLE_SECONDS; default: the source's own, else max(300, the period))")
     serve.add_argument("--workers", type=int, default=None, help="historian worker threads (env DEXORDER_WORKERS, default 4)")
     serve.add_argument("--max-range-candles", type=int, default=None, help="largest range one request may ask for")
     serve.add_argument("--max-topics-per-peer", type=int, default=None,
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--curve-server-key", metavar="FILE",
                        help="the relay's public NAME.key (env DEXORDER_CURVE_SERVER_KEY)")
     _add_warehouse_options(fetch)
+    fetch.add_argument("--settle-seconds", type=float, default=None, metavar="SECONDS",
+                       help="how long after a period closes an empty answer is not yet remembered as empty "
+                            "(env DEXORDER_SETTLE_SECONDS; default: the source's own, else max(300, the period))")
     fetch.set_defaults(handler=_fetch)
 
     coverage = sub.add_parser("coverage", help="list the ranges the warehouse holds")
@@ -138,6 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
         sources=args.source,
         curve_secret_key=args.curve_secret_key,
         curve_authorized_keys=args.curve_authorized_keys,
+        settle_seconds=args.settle_seconds,
     )
     workers = args.workers if args.workers is not None else int(os.environ.get("DEXORDER_WORKERS", "4"))
     kwargs: dict[str, int] = {} if args.max_range_candles is None else {"max_range_candles": args.max_range_candles}

@@ -47,7 +47,7 @@ if hasattr(os, "register_at_fork"):
 
 def _key(settings: Settings) -> tuple:
     return (settings.iceberg_catalog_uri, settings.namespace, tuple(sorted(settings.catalog_properties.items())),
-            tuple(sorted(settings.sources.items())))
+            tuple(sorted(settings.sources.items())), settings.settle_seconds)
 
 
 def acquire_historian(settings: Settings) -> Historian:
@@ -57,7 +57,7 @@ def acquire_historian(settings: Settings) -> Historian:
         historian = _historians.get(key)
         if historian is None:
             warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri, settings.catalog_properties), settings.namespace)
-            historian = Historian(warehouse, SourceRegistry(settings.sources))
+            historian = Historian(warehouse, SourceRegistry(settings.sources), settle_seconds=settings.settle_seconds)
             _historians[key] = historian
         _users[key] = _users.get(key, 0) + 1
         return historian
@@ -85,6 +85,12 @@ class EmbeddedHistory(HistoryTransport):
         self._secrets = dict(secrets or {})  # catalog properties whose secret values never reach a message
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
+
+    def revalidate(self, ticker: str) -> int:
+        """The historian re-checks what changed source data backs (see :meth:`Historian.revalidate`)."""
+        if self._closed:
+            raise ClientClosedError("this EmbeddedHistory is closed; create a new client")
+        return self.historian.revalidate(ticker)
 
     async def connect(self) -> None:
         if self._closed:

@@ -107,6 +107,8 @@ class Fetcher:
             context = dataclasses.replace(context, request_timeout=request_timeout)
         hook = context.hook
         _check_size(request, context.settings.max_candles)
+        if request.as_of is None and request.interval is not None:
+            await asyncio.to_thread(hook.dexorder_revalidate_cache, context=context, request=request)
         cached = await self._read(context, request)
         missing = hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
         emit("dexorder_cache_checked", hooks=hook, request=request, cached_rows=cached.num_rows,

@@ -40,6 +40,13 @@ class HistoryTransport(abc.ABC):
         result dict once they are stored. Raises ``TimeoutError``, ``ConnectionError`` or
         ``ValueError`` (status ERROR) as the seed promises."""
 
+    def revalidate(self, ticker: str) -> int:
+        """Re-check ranges whose source data changed since they were ingested (a candle file
+        added, edited or appended); blocking, called in a worker thread before a fetch reads.
+        Returns the ranges re-checked. The in-process historian does it here; a relay's
+        historian does it on its own (every few seconds), so the default does nothing."""
+        return 0
+
     async def connect(self) -> None:
         """Get ready to send requests (subscribe to notifications first)."""
 

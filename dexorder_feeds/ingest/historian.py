@@ -35,24 +35,28 @@ from ..vocabulary.errors import (
     InvalidRequestError,
     InvalidTimeRangeError,
     PrecisionError,
+    StoredCandleChangedError,
 )
 from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
 from ..vocabulary.aggregate import aggregate_candles, coarsest_divisor
 from ..vocabulary.periods import divides, is_aligned, period_count, period_floor, period_label, shift_periods
 from ..vocabulary.requests import closed_period_stop
-from ..vocabulary.ranges import Interval, candle_interval, subtract_intervals
+from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals
 from ..vocabulary.tickers import Ticker, parse_ticker
 from ..vocabulary.times import format_micros, now_micros, to_micros
-from ..storage.warehouse import Warehouse, candle_arrow_schema
+from ..storage.ledger import drop_stale_coverage
+from ..storage.warehouse import CoveragePart, Warehouse, candle_arrow_schema
 from ..wire import HistoryRequest, Notification
 from ..wire.errors import wire_name
 from .sources import IngestSource, SourceCandles, SourceRegistry
 
-__all__ = ["Historian", "ValidatedRequest", "check_candles", "validate_request", "DEFAULT_MAX_RANGE_CANDLES"]
+__all__ = ["Historian", "ValidatedRequest", "check_candles", "validate_request", "default_settle_seconds",
+           "DEFAULT_MAX_RANGE_CANDLES", "DEFAULT_SETTLE_FLOOR_SECONDS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RANGE_CANDLES = 5_000_000
+DEFAULT_SETTLE_FLOOR_SECONDS = 300
 _MAX_PERIOD_SECONDS = 366 * 86400
 
 
@@ -104,6 +108,53 @@ def validate_request(
             stop = min(stop, shift_periods(period, interval[0], request.limit))
         interval = (interval[0], stop) if stop > interval[0] else None
     return ValidatedRequest(request.request_id, ticker, period, interval)
+
+
+def default_settle_seconds(period_seconds: int) -> float:
+    """The settle horizon of a source that names none: ``max(5 minutes, one period)``.
+
+    Exchanges publish a closed candle within seconds, sometimes a minute or two late; a period
+    gives slow exchanges and daily candles (published after a day's books close) as long again.
+    Longer costs little (an empty answer is asked again, a candle given is stored at once);
+    shorter risks the permanent hole the ledger exists to prevent.
+    """
+    return float(max(DEFAULT_SETTLE_FLOOR_SECONDS, period_seconds))
+
+
+def _clip(intervals: list[tuple[int, int]] | list[Interval], bounds: Interval) -> list[Interval]:
+    """``intervals`` cut to ``bounds``, merged (empty parts dropped)."""
+    cut = [(max(s, bounds[0]), min(e, bounds[1])) for s, e in intervals]
+    return merge_intervals([(s, e) for s, e in cut if e > s])
+
+
+def _pieces(interval: Interval, period_seconds: int, max_candles: int) -> list[Interval]:
+    out: list[Interval] = []
+    start = interval[0]
+    while start < interval[1]:
+        stop = min(shift_periods(period_seconds, start, max_candles), interval[1])
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def _coverage_parts(todo: list[Interval], interval: Interval, stored: int, table: pa.Table,
+                    served_by: list[tuple[tuple[int, int], str]] | None, source_name: str) -> list[CoveragePart]:
+    """One coverage row per part to record, split where another source served (``served_by``),
+    each with its candle count (the interval's stored count when it is one row for all)."""
+    named: list[tuple[Interval, str]] = []
+    for part in todo:
+        rest = [part]
+        for (s, e), name in served_by or ():
+            lo, hi = max(s, part[0]), min(e, part[1])
+            if hi > lo:
+                named.append(((lo, hi), name))
+                rest = [piece for r in rest for piece in subtract_intervals(r, [(lo, hi)])]
+        named += [(piece, source_name) for piece in rest]
+    named.sort()
+    if len(named) == 1 and named[0][0] == interval:
+        return [CoveragePart(interval, stored, named[0][1])]
+    ts = table["timestamp"].to_numpy() if table.num_rows else np.array([], dtype=np.int64)
+    return [CoveragePart(iv, int(((ts >= iv[0]) & (ts < iv[1])).sum()), name) for iv, name in named]
 
 
 def _holds(source: IngestSource, valid: ValidatedRequest) -> bool:
@@ -186,10 +237,14 @@ class Historian:
         sources: SourceRegistry | None = None,
         *,
         max_range_candles: int = DEFAULT_MAX_RANGE_CANDLES,
+        settle_seconds: float | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.sources = sources if sources is not None else SourceRegistry()
         self.max_range_candles = max_range_candles
+        if settle_seconds is not None and settle_seconds < 0:
+            raise InvalidRequestError(f"settle_seconds={settle_seconds} must be zero or more")
+        self.settle_seconds = settle_seconds
 
     def validate(self, request: HistoryRequest) -> ValidatedRequest:
         """Validate a request (also checks that a source serves its exchange)."""
@@ -232,15 +287,27 @@ class Historian:
         )
         return notification
 
-    def _ingest(self, valid: ValidatedRequest, timings: dict[str, float]) -> tuple[int, int]:
+    def settle_us(self, source: IngestSource, period_seconds: int) -> int:
+        """The settle horizon (µs) of ``source`` for a period: its own, else the configured
+        default, else :func:`default_settle_seconds`."""
+        own = source.settle_seconds(period_seconds)
+        if own is None:
+            own = self.settle_seconds if self.settle_seconds is not None else default_settle_seconds(period_seconds)
+        return max(0, int(own * 1_000_000))
+
+    def _ingest(self, valid: ValidatedRequest, timings: dict[str, float], *, recheck: bool = False) -> tuple[int, int]:
         interval = valid.interval
         if interval is None:
             return 0, 0
-        stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, interval)
-        if stored is not None:  # ingested before: no source call, no commit
-            return 0, stored
+        if not recheck:
+            stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, interval)
+            if stored is not None:  # ingested before: no source call, no commit
+                return 0, stored
         source = self.sources.source_for(valid.ticker)
+        source_name = self.sources.spec_for(valid.ticker.exchange)
         t0 = time.perf_counter()
+        fingerprint = source.fingerprint(valid.ticker)  # before the read: a change during it is seen later
+        asked_at = now_micros()
         fetch_period = self._fetch_period(source, valid)
         from_store = self._stored_finer(valid) if fetch_period == valid.period_seconds \
             and not _holds(source, valid) else None
@@ -252,6 +319,10 @@ class Historian:
         frame = self._in_interval(got.frame, valid, fetch_period)
         ticker = str(valid.ticker)
         source_market = MarketInfo(ticker, got.market.price_decimals, got.market.volume_decimals)
+        # What may be remembered: the parts the source vouched for that have settled.
+        settled_stop = closed_period_stop(valid.period_seconds, asked_at - self.settle_us(source, valid.period_seconds))
+        answered = [interval] if got.checked is None else _clip(got.checked, interval)
+        settled = _clip(answered, (interval[0], min(interval[1], settled_stop)))
 
         def commit() -> tuple[int, int]:
             t1 = time.perf_counter()
@@ -272,15 +343,95 @@ class Historian:
             if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
                 scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
             table = self._to_arrow(ticker, valid.period_seconds, scaled)
+            if fingerprint is not None and table.num_rows:
+                self._check_unchanged(ticker, valid.period_seconds, interval, table, source_name)
             added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, interval, table)
-            covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
-            if added or subtract_intervals(interval, covered):
-                # A repeat of a range already recorded adds no snapshot.
-                self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id)
+            todo = settled
+            if not recheck:  # a repeat of a range already recorded adds no snapshot
+                covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
+                todo = [piece for part in settled for piece in subtract_intervals(part, covered)]
+            parts = _coverage_parts(todo, interval, stored, table, got.served_by, source_name)
+            if parts:
+                self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id,
+                                               fingerprint=fingerprint, parts=parts)
             timings["commit"] = time.perf_counter() - t1
             return added, stored
 
         return self.warehouse.committer.submit(commit).result()
+
+    def _check_unchanged(self, ticker: str, period_seconds: int, interval: Interval, table: pa.Table,
+                         source_name: str) -> None:
+        """Refuse an answer that gives other values for a candle already stored (a file edited
+        after its candles were stored): stored candles are never replaced behind a reader."""
+        stored, _ = self.warehouse.read_candles(ticker, period_seconds, interval)
+        if not stored.num_rows:
+            return
+        fresh = table.sort_by("timestamp").to_pandas().set_index("timestamp")
+        old = stored.to_pandas().drop_duplicates("timestamp").set_index("timestamp")
+        common = old.index.intersection(fresh.index)
+        if common.empty:
+            return
+        columns = [c for c in VALUE_COLUMNS if c in fresh.columns and c in old.columns]
+        empty = np.iinfo(np.int64).min  # an empty value equals only an empty value
+        a = old.loc[common, columns].astype("Int64").fillna(empty)
+        b = fresh.loc[common, columns].astype("Int64").fillna(empty)
+        differs = a != b
+        rows = differs.any(axis=1)
+        if not rows.any():
+            return
+        at = int(rows[rows].index[0])
+        column = next(c for c in columns if bool(differs.loc[at, c]))
+        market = self.warehouse.read_market(ticker)
+
+        def shown(value: object) -> str:
+            if value is None or pd.isna(value):  # type: ignore[call-overload]
+                return "empty"
+            return str(market.to_decimal(column, int(value))) if market is not None else str(value)  # type: ignore[call-overload]
+
+        raise StoredCandleChangedError(
+            f"{ticker}: {source_name} now gives another {period_label(period_seconds)} candle at {_iso(at)} than the "
+            f"one stored ({column} {shown(old.loc[at, column])} stored, {shown(fresh.loc[at, column])} now; "
+            f"{int(rows.sum())} candles differ). Stored candles are never replaced silently: to take the new values run "
+            f"`dexorder-feeds forget {ticker} --period {period_label(period_seconds)} --start {_iso(at)} "
+            f"--end {_iso(at)} --candles` (or forget(..., candles=True) in Python) and fetch again; to keep the "
+            "stored ones, restore the source's data")
+
+    def revalidate(self, ticker: str) -> int:
+        """Re-check what a source backs whose data changed since it was ingested.
+
+        Coverage rows carry the fingerprint of what the source held when they were written
+        (:meth:`IngestSource.fingerprint`, a files source's files). When the source's
+        fingerprint for ``ticker`` differs now, every such range is asked again (new candles
+        stored, a changed stored candle refused with :class:`StoredCandleChangedError`), then
+        the rows with the old fingerprint are dropped. Returns the ranges re-checked (0: all
+        still current; a stat of the files and a memoised coverage read). Blocking.
+        """
+        name = str(parse_ticker(ticker))
+        rows = self.warehouse.read_ledger(name)
+        if not rows.num_rows or rows["fingerprint"].null_count == rows.num_rows:
+            return 0
+        parsed = parse_ticker(name)
+        current = self.sources.source_for(parsed).fingerprint(parsed)
+        stale: dict[int, list[Interval]] = {}
+        for period, start, stop, fingerprint in zip(*(rows[c].to_pylist() for c in
+                                                      ("period_seconds", "start_time", "end_time", "fingerprint"))):
+            if fingerprint is not None and fingerprint != current:
+                stale.setdefault(int(period), []).append((int(start), int(stop)))
+        if not stale:
+            return 0
+        rechecked = 0
+        for period in sorted(stale):  # finer periods first: coarser ones may be built from them
+            for start, stop in merge_intervals(stale[period]):
+                for piece_start, piece_stop in _pieces((start, stop), period, self.max_range_candles):
+                    request_id = f"recheck-{name}-{period}-{piece_start}"
+                    valid = ValidatedRequest(request_id, parsed, period, (piece_start, piece_stop))
+                    self._ingest(valid, {}, recheck=True)
+                    rechecked += 1
+        dropped = self.warehouse.committer.submit(
+            drop_stale_coverage, self.warehouse, name, current).result()
+        log.info("%s: the source's data changed; re-checked %d ranges, dropped %d outdated coverage rows",
+                 name, rechecked, dropped)
+        return rechecked
 
     def _stored_finer(self, valid: ValidatedRequest) -> tuple[int, SourceCandles] | None:
         """Stored candles of the coarsest finer period dividing the request's, when the warehouse

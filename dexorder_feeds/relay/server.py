@@ -133,7 +133,8 @@ class RelayServer:
         options.setdefault("curve", server_curve(settings))  # key files are checked before anything starts
         options.setdefault("secrets", settings.catalog_properties)
         warehouse = Warehouse(open_catalog(settings.iceberg_catalog_uri, settings.catalog_properties), settings.namespace)
-        historian = Historian(warehouse, SourceRegistry(settings.sources), max_range_candles=max_range_candles)
+        historian = Historian(warehouse, SourceRegistry(settings.sources), max_range_candles=max_range_candles,
+                              settle_seconds=settings.settle_seconds)
         return cls(historian, settings.relay_endpoint, settings.notification_endpoint,
                    workers=workers, owns_historian=True, **options)
 

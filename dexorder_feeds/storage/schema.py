@@ -14,7 +14,7 @@ import pyarrow as pa
 __all__ = [
     "CANDLES_TABLE", "MARKETS_TABLE", "COVERAGE_TABLE", "CANDLE_COLUMNS", "REQUIRED_CANDLE_COLUMNS",
     "ROW_GROUP_ROWS", "TABLE_PROPERTIES", "TableLayout", "TABLE_LAYOUTS", "table_schemas",
-    "ticker_period_spec", "candle_arrow_schema", "row_filter",
+    "ticker_period_spec", "candle_arrow_schema", "row_filter", "ADDED_COLUMNS",
 ]
 
 CANDLES_TABLE = "ohlc"
@@ -60,6 +60,12 @@ TABLE_PROPERTIES = {
 
 
 
+# Columns added after a table's first release: (table, column), optional strings. A warehouse
+# created before them gains them when it is opened (Warehouse.ensure_tables); its older rows
+# read them as null.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = ((COVERAGE_TABLE, "source"), (COVERAGE_TABLE, "fingerprint"))
+
+
 def table_schemas() -> dict[str, Any]:
     from pyiceberg.schema import Schema
     from pyiceberg.types import IntegerType, LongType, NestedField, StringType
@@ -87,6 +93,8 @@ def table_schemas() -> dict[str, Any]:
         NestedField(5, "row_count", LongType(), required=True),
         NestedField(6, "request_id", StringType(), required=False),
         NestedField(7, "ingested_at", LongType(), required=True),
+        NestedField(8, "source", StringType(), required=False),
+        NestedField(9, "fingerprint", StringType(), required=False),
     )
     return {CANDLES_TABLE: candles, MARKETS_TABLE: markets, COVERAGE_TABLE: coverage}
 

@@ -27,6 +27,7 @@ from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
 from .reader import TableReader
 from .schema import (
+    ADDED_COLUMNS,
     CANDLE_COLUMNS,
     CANDLES_TABLE,
     COVERAGE_TABLE,
@@ -41,7 +42,7 @@ from .schema import (
     ticker_period_spec,
 )
 
-__all__ = ["Warehouse", "Committer", "CANDLE_COLUMNS", "ROW_GROUP_ROWS", "TABLE_LAYOUTS", "TableLayout", "candle_arrow_schema"]
+__all__ = ["Warehouse", "Committer", "CoveragePart", "CANDLE_COLUMNS", "ROW_GROUP_ROWS", "TABLE_LAYOUTS", "TableLayout", "candle_arrow_schema"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,15 @@ def translate_errors(action: str, secrets: Mapping[str, Any] | None = None) -> I
 def _is_calendar(period_seconds: int) -> bool:
     """Periods whose meaning changed with calendar periods: Monday weeks and calendar months."""
     return period_seconds % WEEK == 0 or period_seconds == MONTH
+
+
+@dataclass(frozen=True)
+class CoveragePart:
+    """One coverage row to record: an interval, the candles it holds and the source that answered."""
+
+    interval: Interval
+    row_count: int
+    source: str | None = None
 
 
 class Warehouse:
@@ -171,6 +181,7 @@ class Warehouse:
                 if missing:
                     with contextlib.suppress(CommitFailedException):  # another process is doing it
                         table.transaction().set_properties(missing).commit_transaction()
+                _add_missing_columns(table, name, CommitFailedException)
             self._ensured = True
 
     def load_table(self, name: str) -> Any:
@@ -289,6 +300,25 @@ class Warehouse:
         with translate_errors("reading coverage", self.catalog.properties):
             return self.reader.retrying(read)
 
+    def read_ledger(self, ticker: str) -> pa.Table:
+        """The coverage rows of a ticker (every period) with the columns the ledger needs:
+        ``period_seconds, start_time, end_time, row_count, ingested_at, source, fingerprint``
+        (memoised per snapshot: a repeated call without a commit reads nothing)."""
+        columns = ("period_seconds", "start_time", "end_time", "row_count", "ingested_at", "source", "fingerprint")
+
+        def read() -> pa.Table:
+            (table,) = self._tables(COVERAGE_TABLE)
+            if table.current_snapshot() is None:
+                return table_schemas()[COVERAGE_TABLE].as_arrow().empty_table().select(list(columns))
+
+            def scan() -> pa.Table:
+                return table.scan(row_filter=row_filter({"ticker": ticker}), selected_fields=columns).to_arrow()
+
+            return self.reader.memo(table, ("ledger", ticker), scan)
+
+        with translate_errors(f"reading coverage of {ticker}", self.catalog.properties):
+            return self.reader.retrying(read)
+
     def read_market(self, ticker: str) -> MarketInfo | None:
         """The stored decimals of a market, or None if it was never written."""
 
@@ -395,15 +425,29 @@ class Warehouse:
 
         return self.commit(f"writing candles of {ticker}", attempt)
 
-    def record_coverage(self, ticker: str, period_seconds: int, interval: Interval, row_count: int, request_id: str) -> None:
-        """Record that ``interval`` was ingested (also when it held no candles)."""
+    def record_coverage(self, ticker: str, period_seconds: int, interval: Interval, row_count: int, request_id: str,
+                        *, source: str | None = None, fingerprint: str | None = None,
+                        parts: list[CoveragePart] | None = None) -> None:
+        """Record that ``interval`` was ingested (also when it held no candles): the source
+        answered for it, it has settled, and what it holds is stored.
+
+        ``parts`` replaces the single row of ``interval`` by one row per part (each with its
+        own candle count and source), committed together. ``source`` names the source that
+        answered, ``fingerprint`` what it read (a files source's files), so the row can be
+        forgotten when they change (docs/sources.md, "The coverage ledger").
+        """
+        rows = parts if parts is not None else [CoveragePart(interval, row_count, source)]
+        if not rows:
+            return
 
         def attempt() -> None:
             (table,) = self._tables(COVERAGE_TABLE)
+            now = time.time_ns() // 1000
             row = pa.Table.from_pylist(
-                [{"ticker": ticker, "period_seconds": period_seconds, "start_time": interval[0],
-                  "end_time": interval[1], "row_count": row_count, "request_id": request_id,
-                  "ingested_at": time.time_ns() // 1000}],
+                [{"ticker": ticker, "period_seconds": period_seconds, "start_time": part.interval[0],
+                  "end_time": part.interval[1], "row_count": part.row_count, "request_id": request_id,
+                  "ingested_at": now, "source": part.source, "fingerprint": fingerprint}
+                 for part in rows],
                 schema=table.schema().as_arrow(),
             )
             table.append(row)
@@ -470,6 +514,28 @@ class Warehouse:
         except RuntimeError:  # the committer is shutting down
             with self._committer_lock:
                 self._pending_maintenance.discard(key)
+
+
+def _add_missing_columns(table: Any, name: str, conflict: type[Exception]) -> None:
+    """Give a table created by an older version the columns added since (schema evolution:
+    optional columns, older rows read them as null). Another process adding them at the same
+    time is fine: its schema is checked again."""
+    from pyiceberg.types import StringType
+
+    for attempt in range(3):
+        names = {field.name for field in table.schema().fields}
+        wanted = [column for table_name, column in ADDED_COLUMNS if table_name == name and column not in names]
+        if not wanted:
+            return
+        try:
+            with table.update_schema() as update:
+                for column in wanted:
+                    update.add_column(column, StringType())
+            return
+        except conflict:
+            table = table.refresh()
+        except ValueError:  # added by another process between the look and the update
+            table = table.refresh()
 
 
 def _snapshot_id(table: Any) -> int | None:

@@ -17,7 +17,7 @@ __all__ = [
     "DataError",
     "SourceFormatError",
     "PrecisionError",
-    "InvalidCandleError",
+    "InvalidCandleError", "StoredCandleChangedError",
     "FillRatioError",
     "MissingAtSnapshotError",
     "ProtocolError",
@@ -81,6 +81,12 @@ class InvalidCandleError(DataError):
     """A source gave a candle that cannot be real (high below open or close, low above them, a
     negative price or volume); it is refused with its source and time, nothing of its range is
     stored."""
+
+
+class StoredCandleChangedError(DataError):
+    """A source now gives other values for a candle already stored (a candle file edited after
+    its candles were stored). Stored candles are never replaced silently; the message says how
+    to take the new values (``forget … --candles``) or keep the stored ones."""
 
 
 class FillRatioError(DataError):

@@ -32,6 +32,7 @@ WIRE_ERRORS: Mapping[str, type[errors.DexOrderError]] = MappingProxyType({
     "SourceFormatError": errors.SourceFormatError,
     "PrecisionError": errors.PrecisionError,
     "InvalidCandleError": errors.InvalidCandleError,
+    "StoredCandleChangedError": errors.StoredCandleChangedError,
     "FillRatioError": errors.FillRatioError,
     "MissingAtSnapshotError": errors.MissingAtSnapshotError,
     "ProtocolError": errors.ProtocolError,

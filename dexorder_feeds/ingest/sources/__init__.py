@@ -65,6 +65,30 @@ class IngestSource(abc.ABC):
         """
         return None
 
+    settle: float | None = None
+    """Seconds after a period closes before this source's answer for it is final (see
+    :meth:`settle_seconds`); None: the historian's default."""
+
+    def settle_seconds(self, period_seconds: int) -> float | None:
+        """How long after a period closes an empty answer for it may still change.
+
+        Inside this horizon an empty answer is never remembered as checked-empty (the periods
+        stay unknown and are asked again); candles the source gives are stored at once. None
+        (the default, from :attr:`settle`) leaves it to the historian: ``max(5 minutes, one
+        period)`` unless configured (``settle_seconds`` setting); a static source returns 0.
+        """
+        return self.settle
+
+    def fingerprint(self, ticker: Ticker) -> str | None:
+        """A short text that changes when what this source holds for ``ticker`` changes, or
+        None when it cannot tell (an exchange).
+
+        Coverage recorded from an answer carries the fingerprint taken before it; when the
+        fingerprint differs later, the historian re-checks those ranges (a file was added,
+        changed or appended). Called before each fetch: keep it cheap (``stat`` calls).
+        """
+        return None
+
     def close(self) -> None:
         """Release connections or files (optional)."""
 

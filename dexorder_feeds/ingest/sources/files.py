@@ -6,6 +6,7 @@ How it works inside: docs/internals.md, "The files source".
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...vocabulary.errors import InvalidPeriodError, SourceFormatError, UnknownSourceError
+from ...vocabulary.errors import InvalidPeriodError, InvalidTickerError, SourceFormatError, UnknownSourceError
 from ...vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo
 from ...vocabulary.tickers import Ticker
 from ...vocabulary.periods import is_aligned, parse_period, period_label
@@ -45,8 +46,19 @@ _DEFAULT_CACHE_FILES = 32
 
 
 def pair_directory_name(ticker: Ticker) -> str:
-    """The directory holding a ticker's files: ``BTC-USDT`` (``BTC-USDT-USDT`` with a settle)."""
+    """The directory holding a ticker's files: ``BTC-USDT`` (``BTC-USDT-USDT`` with a settle).
+
+    One directory per ticker: ``-`` separates the parts, so a ticker with ``-`` inside its
+    base, quote or settle (``BINANCE:BTC-USDT/X`` would read the directory of
+    ``BINANCE:BTC/USDT:X``) is refused with :class:`InvalidTickerError`.
+    """
     parts = [ticker.base, ticker.quote] + ([ticker.settle] if ticker.settle else [])
+    dashed = [part for part in parts if "-" in part]
+    if dashed:
+        raise InvalidTickerError(
+            f"the files source cannot read {ticker}: {dashed[0]!r} holds a '-', which separates base, quote and "
+            "settle in its directory name (BASE-QUOTE or BASE-QUOTE-SETTLE), so the directory would be another "
+            "ticker's; rename the asset without '-' or serve this exchange from another source (--source)")
     return "-".join(parts)
 
 
@@ -407,6 +419,7 @@ class FilesSource(IngestSource):
     """Candles from a directory of CSV/Parquet files (layout in docs/sources.md)."""
 
     name = "files"
+    settle = 0.0  # files do not publish late: an empty answer is final once the period closed
 
     def __init__(self, directory: str | os.PathLike[str] | None, *, max_cached_files: int = _DEFAULT_CACHE_FILES) -> None:
         if directory is None or not str(directory).strip():
@@ -512,6 +525,31 @@ class FilesSource(IngestSource):
             given_price if given_price is not None else price,
             given_volume if given_volume is not None else volume,
         )
+
+    def fingerprint(self, ticker: Ticker) -> str | None:
+        """What the pair's files are now: name, size, modification time and inode of each candle
+        file and ``market.json`` (``stat`` calls only). A file added, changed, appended or
+        removed, or the pair's directory appearing, changes it."""
+        try:
+            pair_dir = self.pair_directory(ticker)
+        except UnknownSourceError:
+            return "no-directory"
+        if pair_dir is None:
+            return "absent"
+        seen: list[str] = []
+        try:
+            entries = sorted(os.scandir(pair_dir), key=lambda e: e.name)
+        except FileNotFoundError:
+            return "absent"
+        for entry in entries:
+            if entry.name != MARKET_FILE and _candle_stem(entry.name) is None:
+                continue
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            seen.append(f"{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}")
+        return hashlib.sha256("\n".join(seen).encode()).hexdigest()[:16]
 
     # -- the source ---------------------------------------------------------------------
     def periods(self, ticker: Ticker) -> list[int] | None:

@@ -164,6 +164,7 @@ class SimulatedSource(IngestSource):
     """The synthetic market. Any ``SIM:BASE/QUOTE`` ticker exists, from its listing on 2015-01-01."""
 
     name = "sim"
+    settle = 0.0  # synthetic and deterministic: a closed period never changes
 
     def __init__(self) -> None:
         self._markets: dict[str, _Market] = {}

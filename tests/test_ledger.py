@@ -1,0 +1,221 @@
+"""The coverage ledger: stored / checked-empty / unknown, the settle horizon, what a source
+vouched for (``checked``) and who served it (``served_by``), and older warehouses upgraded.
+
+Real SQLite Iceberg catalogs; the late-publishing exchange is a real plugin source."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from dexorder_feeds import OHLCClient
+from dexorder_feeds.hookspecs import hookimpl
+from dexorder_feeds.ingest.historian import Historian, default_settle_seconds
+from dexorder_feeds.ingest.sources import IngestSource, SourceCandles, SourceRegistry
+from dexorder_feeds.plugins import get_plugin_manager
+from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.storage.schema import COVERAGE_TABLE
+from dexorder_feeds.storage.warehouse import Warehouse
+from dexorder_feeds.vocabulary.markets import MarketInfo
+from dexorder_feeds.vocabulary.quality import EMPTY_AT_SOURCE, NOT_YET_FILLED
+from dexorder_feeds.vocabulary.requests import closed_period_stop
+from dexorder_feeds.vocabulary.tickers import Ticker
+from dexorder_feeds.wire import HistoryRequest, Notification
+
+H = 3_600_000_000
+T0 = 1735689600000000  # 2025-01-01 00:00 UTC
+
+
+def frame_of(timestamps: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"timestamp": timestamps, "open": ["10.00"] * len(timestamps),
+                         "high": ["11.00"] * len(timestamps), "low": ["9.00"] * len(timestamps),
+                         "close": ["10.50"] * len(timestamps), "volume": ["1.5"] * len(timestamps)})
+
+
+class LateSource(IngestSource):
+    """An exchange that publishes each candle only on the second ask after its period closed
+    (the first answer leaves out the last closed period, as a late exchange does)."""
+
+    name = "late"
+
+    def __init__(self) -> None:
+        self.asks: list[tuple[int, int]] = []
+        self.published: set[int] = set()
+        self._lock = threading.Lock()
+
+    def fetch_candles(self, ticker: Ticker, period_seconds: int, start: int, stop: int) -> SourceCandles:
+        last_closed = closed_period_stop(period_seconds) - period_seconds * 1_000_000
+        with self._lock:
+            self.asks.append((start, stop))
+            late = last_closed in self.published
+            self.published.add(last_closed)
+        step = period_seconds * 1_000_000
+        times = [t for t in range(start, stop, step) if t < last_closed or (late and t == last_closed)]
+        return SourceCandles(MarketInfo(str(ticker), 2, 1), frame_of(times))
+
+
+class _Plugin:
+    def __init__(self, name: str, source: IngestSource) -> None:
+        self.name, self.source = name, source
+
+    @hookimpl
+    def dexorder_register_sources(self, register):
+        register(self.name, lambda argument: self.source)
+
+
+@pytest.fixture
+def late_source():
+    source = LateSource()
+    pm = get_plugin_manager()
+    pm.register(_Plugin("late", source), name="test-ledger-late")
+    yield source
+    pm.unregister(name="test-ledger-late")
+
+
+def request(ticker: str, start: int, end: int, period: int = 3600, rid: str = "r") -> HistoryRequest:
+    return HistoryRequest(request_id=rid, client_id="c", ticker=ticker, period_seconds=period,
+                          start_time=start, end_time=end)
+
+
+def test_the_default_settle_horizon_is_five_minutes_or_a_period():
+    assert default_settle_seconds(60) == 300
+    assert default_settle_seconds(3600) == 3600
+    assert default_settle_seconds(86400) == 86400
+
+
+def test_a_late_candle_is_served_by_the_next_fetch(catalog_uri, late_source):
+    closed = closed_period_stop(3600)
+    start, end = closed - 6 * H, closed + 2 * H  # six closed hours and the open one, and beyond
+
+    async def main():
+        async with OHLCClient(iceberg_catalog_uri=catalog_uri, sources={"LATE": "late"}) as client:
+            first = await client.fetch_ohlc("LATE:BTC/USDT", 3600, start, end)
+            second = await client.fetch_ohlc("LATE:BTC/USDT", 3600, start, end)
+            return first, second, client.iceberg.coverage("LATE:BTC/USDT")
+
+    first, second, coverage = asyncio.run(main())
+    assert first["timestamp"].tolist() == [closed - i * H for i in range(6, 1, -1)]
+    reasons = first.attrs["quality"].missing_by_reason()
+    assert reasons[EMPTY_AT_SOURCE] == 0 and reasons[NOT_YET_FILLED] == 1
+    assert second["timestamp"].tolist() == [closed - i * H for i in range(6, 0, -1)]
+    assert second.attrs["quality"].missing_by_reason()[NOT_YET_FILLED] == 0
+    # Only the settled part is on the ledger, under the source that answered; the open period never.
+    assert set(coverage["source"]) == {"late"}
+    assert coverage["end_time"].max() <= closed - H
+    assert late_source.asks[1][0] == closed - H  # the second fetch asked for the late period only
+
+
+def test_an_empty_answer_inside_the_horizon_is_never_remembered(warehouse):
+    class Empty(IngestSource):
+        name = "empty"
+
+        def fetch_candles(self, ticker, period_seconds, start, stop):
+            return SourceCandles(MarketInfo(str(ticker), 0, 0), frame_of([]))
+
+    pm = get_plugin_manager()
+    pm.register(_Plugin("empty", Empty()), name="test-ledger-empty")
+    try:
+        closed = closed_period_stop(60)
+        historian = Historian(warehouse, SourceRegistry({"EMPTY": "empty"}))
+        note = historian.handle(request("EMPTY:A/B", closed - 20 * 60_000_000, closed + 60_000_000, period=60))
+        assert note.status == Notification.NOT_FOUND
+        covered = warehouse.read_coverage("EMPTY:A/B", 60)
+        assert covered and covered[-1][1] <= closed - 5 * 60_000_000  # five minutes before the close: unknown
+        # A configured horizon of 0 records everything closed.
+        eager = Historian(warehouse, SourceRegistry({"EMPTY": "empty"}), settle_seconds=0)
+        eager.handle(request("EMPTY:C/D", closed - 20 * 60_000_000, closed + 60_000_000, period=60))
+        assert warehouse.read_coverage("EMPTY:C/D", 60) == [(closed - 20 * 60_000_000, closed)]
+    finally:
+        pm.unregister(name="test-ledger-empty")
+
+
+class Partial(IngestSource):
+    """Answers with ``checked`` and ``served_by`` as a fallback chain would."""
+
+    name = "partial"
+
+    def __init__(self, checked=None, served_by=None, times=()):
+        self.checked, self.served_by, self.times = checked, served_by, list(times)
+
+    def fetch_candles(self, ticker, period_seconds, start, stop):
+        return SourceCandles(MarketInfo(str(ticker), 2, 1), frame_of(self.times), checked=self.checked,
+                             served_by=self.served_by)
+
+
+def _with_source(warehouse, source, exchange="PART", **kwargs):
+    pm = get_plugin_manager()
+    pm.register(_Plugin("partial", source), name="test-ledger-partial")
+    try:
+        return Historian(warehouse, SourceRegistry({exchange: "partial"}), **kwargs)
+    finally:
+        pm.unregister(name="test-ledger-partial")
+
+
+def test_only_the_parts_a_source_vouched_for_are_recorded(warehouse):
+    source = Partial(checked=[(T0, T0 + 3 * H), (T0 + 5 * H, T0 + 8 * H)], times=[T0 + H])
+    historian = _with_source(warehouse, source)
+    note = historian.handle(request("PART:X/Y", T0, T0 + 10 * H - 1))
+    assert note.status == Notification.OK and note.row_count == 1
+    assert warehouse.read_coverage("PART:X/Y", 3600) == [(T0, T0 + 3 * H), (T0 + 5 * H, T0 + 8 * H)]
+    # The unknown parts are asked again, the known ones not.
+    assert warehouse.stored_if_covered("PART:X/Y", 3600, (T0, T0 + 3 * H)) == 1
+    assert warehouse.stored_if_covered("PART:X/Y", 3600, (T0, T0 + 10 * H)) is None
+
+
+def test_served_by_names_the_source_of_each_part(warehouse):
+    served = [((T0, T0 + 4 * H), "files:/data"), ((T0 + 4 * H, T0 + 10 * H), "ccxt:binance")]
+    source = Partial(served_by=served, times=[T0, T0 + 5 * H])
+    historian = _with_source(warehouse, source)
+    historian.handle(request("PART:X/Y", T0, T0 + 10 * H - 1))
+    rows = warehouse.read_ledger("PART:X/Y").sort_by("start_time").to_pylist()
+    assert [(r["start_time"], r["end_time"], r["source"], r["row_count"]) for r in rows] == [
+        (T0, T0 + 4 * H, "files:/data", 1), (T0 + 4 * H, T0 + 10 * H, "ccxt:binance", 1)]
+    assert all(r["ingested_at"] > 0 for r in rows)
+
+
+def test_a_whole_answer_is_recorded_under_the_spec_of_its_source(warehouse):
+    historian = _with_source(warehouse, Partial(times=[T0]))
+    historian.handle(request("PART:X/Y", T0, T0 + 3 * H - 1))
+    rows = warehouse.read_ledger("PART:X/Y").to_pylist()
+    assert [(r["source"], r["row_count"], r["fingerprint"]) for r in rows] == [("partial", 1, None)]
+
+
+def test_an_older_warehouse_gains_the_ledger_columns_on_open(catalog_uri):
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    catalog = open_catalog(catalog_uri)
+    catalog.create_namespace_if_not_exists("trading")
+    old = Schema(
+        NestedField(1, "ticker", StringType(), required=True),
+        NestedField(2, "period_seconds", LongType(), required=True),
+        NestedField(3, "start_time", LongType(), required=True),
+        NestedField(4, "end_time", LongType(), required=True),
+        NestedField(5, "row_count", LongType(), required=True),
+        NestedField(6, "request_id", StringType(), required=False),
+        NestedField(7, "ingested_at", LongType(), required=True),
+    )
+    table = catalog.create_table(("trading", COVERAGE_TABLE), schema=old)
+    table.append(pa.Table.from_pylist([{"ticker": "SIM:BTC/USDT", "period_seconds": 3600, "start_time": T0,
+                                        "end_time": T0 + 5 * H, "row_count": 5, "request_id": "old",
+                                        "ingested_at": 1}], schema=old.as_arrow()))
+    warehouse = Warehouse(open_catalog(catalog_uri))
+    try:
+        assert warehouse.read_coverage("SIM:BTC/USDT", 3600) == [(T0, T0 + 5 * H)]
+        names = [f.name for f in warehouse.load_table(COVERAGE_TABLE).schema().fields]
+        assert names[-2:] == ["source", "fingerprint"]
+        warehouse.record_coverage("SIM:BTC/USDT", 3600, (T0 + 5 * H, T0 + 6 * H), 1, "new", source="sim")
+        rows = warehouse.read_ledger("SIM:BTC/USDT").sort_by("start_time").to_pylist()
+        assert [(r["source"], r["row_count"]) for r in rows] == [(None, 5), ("sim", 1)]
+        assert warehouse.read_coverage("SIM:BTC/USDT", 3600) == [(T0, T0 + 6 * H)]
+    finally:
+        warehouse.close()
+    again = Warehouse(open_catalog(catalog_uri))  # opening an upgraded warehouse changes nothing
+    try:
+        assert [f.name for f in again.load_table(COVERAGE_TABLE).schema().fields][-2:] == ["source", "fingerprint"]
+    finally:
+        again.close()
