@@ -64,9 +64,33 @@ def test_coverage_lists_what_the_warehouse_holds(tmp_path):
     cli("fetch", "SIM:BTC/USDT", "--period", "1d", "--start", "2014-06-01", "--end", "2014-06-03", cache=tmp_path)
     result = cli("coverage", cache=tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert any("SIM:BTC/USDT" in line and "3600" in line and line.rstrip().endswith(" 10") for line in lines), result.stdout
-    assert any("86400" in line and line.rstrip().endswith(" 0") for line in lines), "the empty range is listed with 0 candles"
+    lines = [line.split() for line in result.stdout.splitlines()[1:]]
+    # ticker, period, from (date time), to (date time), state, candles, source, checked at (date time)
+    assert ["SIM:BTC/USDT", "3600", "2025-01-01", "00:00:00", "2025-01-01", "10:00:00", "stored", "10", "sim,"] \
+        == lines[0][:9], result.stdout
+    assert lines[1][:9] == ["SIM:BTC/USDT", "86400", "2014-06-01", "00:00:00", "2014-06-04", "00:00:00",
+                            "checked-empty", "0", "sim,"], "the empty range is listed with its source"
+
+
+def test_coverage_shows_unknown_gaps_and_forget_makes_a_range_unknown(tmp_path):
+    cli("fetch", "SIM:BTC/USDT", "--start", "2025-01-01", "--end", "2025-01-01T09:00", cache=tmp_path)
+    cli("fetch", "SIM:BTC/USDT", "--start", "2025-01-02", "--end", "2025-01-02T01:00", cache=tmp_path)
+    states = [line.split()[6] for line in cli("coverage", "SIM:BTC/USDT", cache=tmp_path).stdout.splitlines()[1:]]
+    assert states == ["stored", "unknown", "stored"]
+    result = cli("forget", "SIM:BTC/USDT", "--period", "1h", "--start", "2025-01-01T05:00", "--end",
+                 "2025-01-01T06:00", "--candles", cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "forgot 1 coverage row and 2 candles of SIM:BTC/USDT" in result.stdout
+    lines = [line.split() for line in cli("coverage", "SIM:BTC/USDT", cache=tmp_path).stdout.splitlines()[1:]]
+    assert [(line[3], line[5], line[6], line[7]) for line in lines[:3]] == [
+        ("00:00:00", "05:00:00", "stored", "5"), ("05:00:00", "07:00:00", "unknown", "0"),
+        ("07:00:00", "10:00:00", "stored", "3")]
+    again = cli("fetch", "SIM:BTC/USDT", "--start", "2025-01-01", "--end", "2025-01-01T09:00", cache=tmp_path)
+    assert again.stdout.startswith("10 candles"), again.stdout
+    nothing = cli("forget", "SIM:ETH/USDT", cache=tmp_path)
+    assert nothing.returncode == 0 and "nothing to forget" in nothing.stdout
+    bad = cli("forget", "SIM:BTC/USDT", "--start", "2025-01-03", "--end", "2025-01-02", cache=tmp_path)
+    assert bad.returncode == 2 and "after" in bad.stderr
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..hookspecs import hookimpl
 
-__all__ = ["fetch_command", "coverage_command", "export_frame", "write_export"]
+__all__ = ["fetch_command", "coverage_command", "forget_command", "export_frame", "write_export"]
 
 
 class ProgressBar:
@@ -157,20 +157,44 @@ def fetch_command(args: argparse.Namespace, catalog_properties: dict[str, str]) 
 def coverage_command(args: argparse.Namespace, catalog_properties: dict[str, str]) -> int:
     from ..config import resolve_settings
     from ..client.iceberg_client import IcebergClient
-    from ..vocabulary.ranges import merge_intervals
 
     settings = resolve_settings(**_settings_kwargs(args, catalog_properties))
     client = IcebergClient(settings.iceberg_catalog_uri, settings.namespace,
                            catalog_properties=settings.catalog_properties)
-    rows = client.coverage(args.ticker)
-    if rows.empty:
+    ledger = client.ledger(args.ticker)
+    if ledger.empty:
         print("the warehouse holds no ingested ranges" + (f" for {args.ticker}" if args.ticker else ""))
         return 0
-    print(f"{'ticker':<24} {'period':>8}  {'from (UTC)':<20} {'to (UTC, excl.)':<20} {'candles':>9}")
-    for (ticker, period), group in rows.groupby(["ticker", "period_seconds"], sort=True):
-        for start, stop in merge_intervals(zip(group["start_time"], group["end_time"])):
-            frame = client.query_ohlc(ticker, int(period), int(start), int(stop) - 1)
-            print(f"{ticker:<24} {int(period):>8}  {_iso(start):<20} {_iso(stop):<20} {len(frame):>9}")
+    print(f"{'ticker':<24} {'period':>8}  {'from (UTC)':<19}  {'to (UTC, excl.)':<19}  {'state':<13} "
+          f"{'candles':>9}  source, checked at")
+    for row in ledger.itertuples(index=False):
+        said = ""
+        if row.state != "unknown":
+            said = f"{row.source or '(not recorded)'}, {_iso(row.checked_at)}" if row.checked_at is not None \
+                and not pd.isna(row.checked_at) else ""
+        print(f"{row.ticker:<24} {int(row.period_seconds):>8}  {_iso(row.start_time):<19}  {_iso(row.end_time):<19}  "
+              f"{row.state:<13} {int(row.candles):>9}  {said}".rstrip())
+    return 0
+
+
+def forget_command(args: argparse.Namespace, catalog_properties: dict[str, str]) -> int:
+    from ..config import resolve_settings
+    from ..client.iceberg_client import IcebergClient
+
+    settings = resolve_settings(**_settings_kwargs(args, catalog_properties))
+    client = IcebergClient(settings.iceberg_catalog_uri, settings.namespace,
+                           catalog_properties=settings.catalog_properties)
+    try:
+        result = client.forget(args.ticker, args.period, args.start, args.end, candles=args.candles)
+    finally:
+        client.warehouse.close()
+    what = f"{result.coverage_rows} coverage row{'s' if result.coverage_rows != 1 else ''}"
+    if args.candles:
+        what += f" and {result.candles} candle{'s' if result.candles != 1 else ''}"
+    if result.coverage_rows or result.candles:
+        print(f"forgot {what} of {args.ticker}; the next fetch of that range asks the source again")
+    else:
+        print(f"nothing to forget: no ingested range of {args.ticker} matches")
     return 0
 
 

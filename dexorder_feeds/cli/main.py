@@ -1,4 +1,4 @@
-"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``, ``compact``, ``pin``, ``pins``, ``unpin``, ``keys``, ``team-up``."""
+"""The ``dexorder-feeds`` command: ``serve``, ``fetch``, ``coverage``, ``forget``, ``compact``, ``pin``, ``pins``, ``unpin``, ``keys``, ``team-up``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_warehouse_options(coverage)
     coverage.set_defaults(handler=_coverage)
 
+    forget = sub.add_parser("forget", help="forget ingested ranges so the next fetch asks the source again")
+    forget.add_argument("ticker")
+    forget.add_argument("--period", help="only this period (seconds or 1m/1h/1d/…; default: every period)")
+    forget.add_argument("--start", help="from this time (ISO or µs, default: the beginning)")
+    forget.add_argument("--end", help="to this time, inclusive (ISO or µs, default: the end)")
+    forget.add_argument("--candles", action="store_true",
+                        help="also delete the stored candles there (to store the source's values afresh)")
+    _add_warehouse_options(forget)
+    forget.set_defaults(handler=_forget)
+
     compact = sub.add_parser("compact", help="compact small files and expire old snapshots (safe while others read and write)")
     _add_warehouse_options(compact)
     compact.add_argument("--min-files", type=int, default=2, help="compact partitions holding at least this many files (default 2)")
@@ -184,6 +194,12 @@ def _coverage(args: argparse.Namespace) -> int:
     from .commands import coverage_command
 
     return coverage_command(args, _catalog_properties(args.catalog_property))
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from .commands import forget_command
+
+    return forget_command(args, _catalog_properties(args.catalog_property))
 
 
 def _compact(args: argparse.Namespace) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from ..storage.catalog import open_catalog
+from ..storage.ledger import ForgetResult
+from ..vocabulary.errors import InvalidTimeRangeError
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.fingerprint import content_hash, table_content_hash
 from ..vocabulary.periods import period_end_array
@@ -23,7 +25,10 @@ from ..storage.warehouse import CANDLE_COLUMNS, Warehouse
 if TYPE_CHECKING:
     from ..storage.pins import Pin
 
-__all__ = ["IcebergClient", "candles_to_frame"]
+__all__ = ["IcebergClient", "candles_to_frame", "ForgetResult"]
+
+T = TypeVar("T")
+_FAR_FUTURE = 2**62
 
 
 def candles_to_frame(table: pa.Table) -> pd.DataFrame:
@@ -205,6 +210,95 @@ class IcebergClient:
         from ..storage.pins import list_pins
 
         return list_pins(self.warehouse)
+
+    def forget(self, ticker: object, period_seconds: object = None, start_time: object = None,
+               end_time: object = None, *, candles: bool = False) -> ForgetResult:
+        """Forget that ``ticker`` was ingested so the next fetch asks its source again: one
+        period (or every period), candles with timestamps in ``[start_time, end_time]`` (either
+        bound may be None: no limit). With ``candles=True`` the stored candles there are
+        deleted too, so the source's values are stored afresh (after a file corrected a
+        candle). Same as ``dexorder-feeds forget``. Returns the coverage rows and candles dropped.
+        """
+        from ..storage.ledger import forget
+
+        name = str(parse_ticker(ticker))
+        start = 0 if start_time is None else to_micros(start_time, name="start_time", round_up=True)
+        end = _FAR_FUTURE if end_time is None else to_micros(end_time, name="end_time")
+        if start > end:
+            raise InvalidTimeRangeError(f"start_time={start} is after end_time={end}; swap them")
+        whole = start_time is None and end_time is None
+        if period_seconds is not None:
+            periods = [parse_period(period_seconds)]
+        else:
+            periods = sorted({int(p) for p in self.warehouse.read_ledger(name)["period_seconds"].to_pylist()})
+            if candles:
+                periods = sorted(set(periods) | set(self._candle_periods(name)))
+            if whole:  # every period at once: one commit per table
+                return self._in_committer(lambda: forget(self.warehouse, name, None, None, candles=candles))
+        rows, deleted = 0, 0
+        for period in periods:
+            interval = None if whole else candle_interval(start, end, period * 1_000_000)
+            if interval is None and not whole:
+                continue
+            result = self._in_committer(lambda: forget(self.warehouse, name, period, interval, candles=candles))
+            rows, deleted = rows + result.coverage_rows, deleted + result.candles
+        return ForgetResult(rows, deleted)
+
+    def _candle_periods(self, ticker: str) -> list[int]:
+        table = self.warehouse.load_table(self.warehouse.candles_table_name)
+        if table.current_snapshot() is None:
+            return []
+        from ..storage.schema import row_filter
+
+        data = table.scan(row_filter=row_filter({"ticker": ticker}), selected_fields=("period_seconds",)).to_arrow()
+        return sorted(set(data["period_seconds"].to_pylist()))
+
+    def _in_committer(self, job: Callable[[], T]) -> T:
+        """Run a write on the warehouse's committer: in one process it never interleaves with
+        a historian's candles-then-coverage commit of the same warehouse."""
+        return self.warehouse.committer.submit(job).result()
+
+    def ledger(self, ticker: str | None = None) -> pd.DataFrame:
+        """What the warehouse knows of each ingested ticker and period, range by range, in the
+        three states of the coverage ledger (docs/sources.md): ``stored`` (candles exist),
+        ``checked-empty`` (the source answered and had none; ``source`` and ``checked_at``, µs,
+        say which and when) and ``unknown`` (never answered for: a gap between ingested ranges,
+        or a recent range still inside its settle horizon). Columns: ``ticker, period_seconds,
+        start_time, end_time`` (half-open, µs), ``state, candles, source, checked_at``.
+        """
+        rows = self.coverage(ticker)
+        columns = ["ticker", "period_seconds", "start_time", "end_time", "state", "candles", "source", "checked_at"]
+        out: list[tuple] = []
+        for (name, period), group in rows.groupby(["ticker", "period_seconds"], sort=True):
+            period_us = int(period) * 1_000_000
+            recorded = [(int(a), int(b), src if isinstance(src, str) else None, int(at)) for a, b, src, at in
+                        zip(group["start_time"], group["end_time"], group.get("source", [None] * len(group)),
+                            group["ingested_at"])]
+            covered = merge_intervals((a, b) for a, b, _, _ in recorded)
+            table, _ = self.warehouse.read_candles(str(name), int(period), (0, _FAR_FUTURE))
+            ts = np.sort(table["timestamp"].to_numpy())
+            runs = candle_runs(ts, period_us)
+            span = (min([covered[0][0], *(r[0] for r in runs[:1])]), max([covered[-1][1], *(r[1] for r in runs[-1:])]))
+
+            def latest(interval: Interval) -> tuple[str | None, int | None]:
+                hits = [(at, src) for a, b, src, at in recorded if a < interval[1] and interval[0] < b]
+                if not hits:
+                    return None, None
+                at, src = max(hits, key=lambda hit: hit[0])
+                return src, at
+
+            def count(interval: Interval) -> int:
+                return int(np.searchsorted(ts, interval[1]) - np.searchsorted(ts, interval[0]))
+
+            pieces: list[tuple[int, int, str]] = [(a, b, "stored") for a, b in runs]
+            for part in covered:
+                pieces += [(a, b, "checked-empty") for a, b in subtract_intervals(part, runs)]
+            known = merge_intervals([*covered, *runs])
+            pieces += [(a, b, "unknown") for a, b in subtract_intervals(span, known)]
+            for a, b, state in sorted(pieces):
+                src, at = latest((a, b)) if state != "unknown" else (None, None)
+                out.append((name, int(period), a, b, state, count((a, b)), src, at))
+        return pd.DataFrame(out, columns=columns)
 
     def coverage(self, ticker: str | None = None) -> pd.DataFrame:
         """Every ingested range (optionally of one ticker) as a DataFrame."""

@@ -48,6 +48,7 @@ class OHLCClient:
         request_timeout: float | None = None,
         config_file: str | None = None,
         settings: Settings | None = None,
+        settle_seconds: float | None = None,
     ) -> None:
         self.settings = settings or resolve_settings(
             iceberg_catalog_uri=iceberg_catalog_uri,
@@ -58,6 +59,7 @@ class OHLCClient:
             sources=sources,
             request_timeout=request_timeout,
             config_file=config_file,
+            settle_seconds=settle_seconds,
         )
         self._fetcher: Fetcher | None = None
         self._history: HistoryTransport | None = None
@@ -187,6 +189,17 @@ class OHLCClient:
             return frame
         market = await self.price_scale(request.ticker) if len(frame) else None
         return real_prices(frame, market, prices)
+
+    async def forget(self, ticker: str, period_seconds: int | str | None = None, start_time: Any = None,
+                     end_time: Any = None, *, candles: bool = False) -> Any:
+        """Forget ingested ranges so the next fetch asks the source again (and with
+        ``candles=True`` delete the stored candles there); see :meth:`IcebergClient.forget`."""
+        if self._closed:
+            raise ClientClosedError("this OHLCClient was stopped; create a new one")
+        if self._fetcher is None:
+            await self.start()
+        return await asyncio.to_thread(self.iceberg.forget, ticker, period_seconds, start_time, end_time,
+                                       candles=candles)
 
     async def price_scale(self, ticker: str) -> MarketInfo | None:
         """The market's decimals (through the ``dexorder_price_scale`` hook), or None if unknown."""

@@ -123,6 +123,7 @@ def fetch_ohlc(
     sources: Mapping[str, str] | list[str] | None = None,
     as_of: str | int | None = None,
     prices: str = "integer",
+    settle_seconds: float | None = None,
 ) -> pd.DataFrame:
     """Blocking :meth:`OHLCClient.fetch_ohlc` on a shared client per settings.
 
@@ -135,7 +136,7 @@ def fetch_ohlc(
     settings = _settings(
         iceberg_catalog_uri=iceberg_catalog_uri, relay_endpoint=relay_endpoint,
         notification_endpoint=notification_endpoint, namespace=namespace,
-        catalog_properties=catalog_properties, sources=sources,
+        catalog_properties=catalog_properties, sources=sources, settle_seconds=settle_seconds,
     )
     return run_sync(_fetch(settings, (ticker, period_seconds, start_time, end_time), request_timeout, as_of,
                            prices))
