@@ -18,6 +18,7 @@ asking again stores the range.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -245,6 +246,8 @@ class Historian:
         if settle_seconds is not None and settle_seconds < 0:
             raise InvalidRequestError(f"settle_seconds={settle_seconds} must be zero or more")
         self.settle_seconds = settle_seconds
+        self._fingerprinted: set[str] | None = None  # tickers whose coverage names source data
+        self._fingerprinted_lock = threading.Lock()
 
     def validate(self, request: HistoryRequest) -> ValidatedRequest:
         """Validate a request (also checks that a source serves its exchange)."""
@@ -351,6 +354,8 @@ class Historian:
                 covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
                 todo = [piece for part in settled for piece in subtract_intervals(part, covered)]
             parts = _coverage_parts(todo, interval, stored, table, got.served_by, source_name)
+            if parts and fingerprint is not None:
+                self._note_fingerprinted(ticker)
             if parts:
                 self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id,
                                                fingerprint=fingerprint, parts=parts)
@@ -384,9 +389,10 @@ class Historian:
         market = self.warehouse.read_market(ticker)
 
         def shown(value: object) -> str:
-            if value is None or pd.isna(value):  # type: ignore[call-overload]
+            if value is None or pd.isna(value):
                 return "empty"
-            return str(market.to_decimal(column, int(value))) if market is not None else str(value)  # type: ignore[call-overload]
+            number = int(str(value))
+            return str(market.to_decimal(column, number)) if market is not None else str(number)
 
         raise StoredCandleChangedError(
             f"{ticker}: {source_name} now gives another {period_label(period_seconds)} candle at {_iso(at)} than the "
@@ -395,6 +401,39 @@ class Historian:
             f"`dexorder-feeds forget {ticker} --period {period_label(period_seconds)} --start {_iso(at)} "
             f"--end {_iso(at)} --candles` (or forget(..., candles=True) in Python) and fetch again; to keep the "
             "stored ones, restore the source's data")
+
+    def _note_fingerprinted(self, ticker: str) -> None:
+        with self._fingerprinted_lock:
+            if self._fingerprinted is not None:
+                self._fingerprinted.add(ticker)
+
+    def revalidate_all(self) -> int:
+        """:meth:`revalidate` every ticker whose coverage carries a fingerprint (found once in
+        the warehouse, then kept up to date by this historian's own ingests). A relay runs it
+        every few seconds. Returns the ranges re-checked; an error of one ticker is raised
+        after the others were checked."""
+        with self._fingerprinted_lock:
+            known = self._fingerprinted
+        if known is None:
+            rows = self.warehouse.read_coverage_table()
+            found = {str(t) for t, f in zip(rows["ticker"].to_pylist(), rows["fingerprint"].to_pylist()) if f}
+            with self._fingerprinted_lock:
+                if self._fingerprinted is None:
+                    self._fingerprinted = found
+                else:
+                    self._fingerprinted |= found
+                known = self._fingerprinted
+        with self._fingerprinted_lock:
+            tickers = sorted(known)
+        rechecked, failure = 0, None
+        for ticker in tickers:
+            try:
+                rechecked += self.revalidate(ticker)
+            except DexOrderError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return rechecked
 
     def revalidate(self, ticker: str) -> int:
         """Re-check what a source backs whose data changed since it was ingested.

@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from ..auth import ServerCurve, describe, reload_authorized_keys, server_curve, start_authenticator
 from ..config import Settings
+from ..storage.catalog import scrub
 from ..ingest.historian import DEFAULT_MAX_RANGE_CANDLES, Historian
 from ..vocabulary.errors import InvalidRequestError
 from .intake import (
@@ -62,6 +63,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+RECHECK_SECONDS = 2.0
+"""How often the relay's historian looks whether files behind stored ranges changed (a stat
+per file of each files-served ticker; nothing more when nothing changed)."""
+
 
 class RelayServer:
     """The relay: a ROUTER for requests and an XPUB for notifications, in front of a historian.
@@ -88,6 +93,7 @@ class RelayServer:
         curve: ServerCurve | None = None,
         secrets: Mapping[str, Any] | None = None,
         owns_historian: bool = False,
+        recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
         if workers < 1:
             raise InvalidRequestError(f"workers={workers} must be at least 1")
@@ -104,6 +110,7 @@ class RelayServer:
         self.curve = curve
         self._secrets = dict(secrets or {})  # catalog properties: their secret values never go on the wire
         self._owns_historian = owns_historian
+        self.recheck_seconds = recheck_seconds
         self._authenticator: Any = None
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,6 +214,20 @@ class RelayServer:
         except Exception:
             log.exception("reloading the admitted client keys failed; the previous set stays in force")
 
+    async def _recheck_sources(self) -> None:
+        """Every :attr:`recheck_seconds`, let the historian re-check ranges whose source data
+        changed (files added, edited, appended): clients read coverage themselves and would
+        never ask for a range recorded before the change."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.recheck_seconds)
+            try:
+                await loop.run_in_executor(None, self.historian.revalidate_all)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a changed stored candle, an unreadable file: said, retried
+                log.warning("re-checking changed source data: %s", scrub(str(exc), self._secrets))
+
     def _in_flight_count(self) -> int:
         return len(self._scheduler) if self._scheduler is not None else 0
 
@@ -249,6 +270,8 @@ class RelayServer:
             ]
             if labels is not None:
                 background.append(loop.create_task(labels.serve(), name="relay-connection-labels"))
+            if self.recheck_seconds > 0:
+                background.append(loop.create_task(self._recheck_sources(), name="relay-recheck"))
             intake.start()
             log.info("relay ready request=%s notification=%s workers=%d auth=%s",
                      self.relay_endpoint, self.notification_endpoint, self.workers, describe(self.curve))
