@@ -219,3 +219,27 @@ def test_an_older_warehouse_gains_the_ledger_columns_on_open(catalog_uri):
         assert [f.name for f in again.load_table(COVERAGE_TABLE).schema().fields][-2:] == ["source", "fingerprint"]
     finally:
         again.close()
+
+
+def test_the_quality_report_says_which_source_served_which_range(catalog_uri):
+    served = [((T0, T0 + 4 * H), "files:/data"), ((T0 + 4 * H, T0 + 10 * H), "ccxt:binance")]
+    source = Partial(served_by=served, times=[T0, T0 + 1 * H, T0 + 5 * H])
+    pm = get_plugin_manager()
+    pm.register(_Plugin("partial", source), name="test-ledger-partial")
+
+    async def main():
+        async with OHLCClient(iceberg_catalog_uri=catalog_uri, sources={"PART": "partial"}) as client:
+            return await client.fetch_ohlc("PART:X/Y", 3600, T0, T0 + 10 * H - 1)
+
+    try:
+        frame = asyncio.run(main())
+    finally:
+        pm.unregister(name="test-ledger-partial")
+    report = frame.attrs["quality"]
+    assert [(s.first, s.last, s.periods, s.source) for s in report.served] == [
+        (T0, T0 + 3 * H, 4, "files:/data"), (T0 + 4 * H, T0 + 9 * H, 6, "ccxt:binance")]
+    assert [(m.first, m.last, m.reason, m.source) for m in report.missing] == [
+        (T0 + 2 * H, T0 + 3 * H, EMPTY_AT_SOURCE, "files:/data"), (T0 + 4 * H, T0 + 4 * H, EMPTY_AT_SOURCE, "ccxt:binance"),
+        (T0 + 6 * H, T0 + 9 * H, EMPTY_AT_SOURCE, "ccxt:binance")]
+    text = str(report)
+    assert "empty at source (files:/data)" in text and "served 2025-01-01T04:00:00Z .. 2025-01-01T09:00:00Z (6 periods): ccxt:binance" in text

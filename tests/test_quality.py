@@ -220,3 +220,15 @@ def test_a_read_as_of_a_pin_reports_as_that_snapshot(uri):
 
     now, pinned = asyncio.run(scenario())
     assert pinned == now and pinned.missing_by_reason()[EMPTY_AT_SOURCE] == 5
+
+
+def test_served_ranges_are_cut_to_the_fetch_merged_and_named_on_empty_ranges():
+    from dexorder_feeds.vocabulary.quality import ServedRange
+
+    served = [((T0 - 5 * H, T0 + 2 * H), "a"), ((T0 + 2 * H, T0 + 4 * H), "a"), ((T0 + 3 * H, T0 + 6 * H), "b")]
+    report = quality_report("X:A/B", 3600, (T0, T0 + 6 * H), [T0], [(T0 - 5 * H, T0 + 6 * H)], now=T0 + 100 * H,
+                            served=served)
+    assert report.served == (ServedRange(T0, T0 + 3 * H, 4, "a"), ServedRange(T0 + 4 * H, T0 + 5 * H, 2, "b"))
+    assert [(m.first, m.last, m.source) for m in report.missing] == [(T0 + H, T0 + 3 * H, "a"), (T0 + 4 * H, T0 + 5 * H, "b")]
+    both = report.combine(report)  # consecutive pages of one source do not merge across a gap
+    assert len(both.served) == 4

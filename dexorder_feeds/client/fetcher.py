@@ -157,7 +157,7 @@ class Fetcher:
             frame.attrs["as_of"] = request.as_of
         frame.attrs["quality"] = quality_report(request.ticker, request.period_seconds, request.interval,
                                                 frame["timestamp"].to_numpy(), cached.covered,
-                                                now=cached.snapshot_time)
+                                                now=cached.snapshot_time, served=cached.served)
         return frame
 
     @staticmethod

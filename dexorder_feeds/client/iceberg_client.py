@@ -162,7 +162,8 @@ class IcebergClient:
         if request.as_of is not None:
             return self.read_at(request)
         table, covered, snapshot_id = self.warehouse.read_range(request.ticker, request.period_seconds, request.interval)
-        return CacheRead(table, covered, snapshot_id)
+        served = self.warehouse.read_coverage_sources(request.ticker, request.period_seconds) if covered else ()
+        return CacheRead(table, covered, snapshot_id, served=served)
 
     def read_at(self, request: FetchRequest) -> CacheRead:
         """The candles and coverage of the snapshot ``request.as_of`` names (a pin or a snapshot id)."""

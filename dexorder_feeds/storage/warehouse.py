@@ -300,6 +300,26 @@ class Warehouse:
         with translate_errors("reading coverage", self.catalog.properties):
             return self.reader.retrying(read)
 
+    def read_coverage_sources(self, ticker: str, period_seconds: int) -> tuple[tuple[Interval, str], ...]:
+        """The recorded ranges of a ticker and period that name their source, sorted:
+        ``((start, stop), source)`` (memoised per snapshot)."""
+
+        def read() -> tuple[tuple[Interval, str], ...]:
+            (table,) = self._tables(COVERAGE_TABLE)
+
+            def rows() -> tuple[tuple[Interval, str], ...]:
+                data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
+                                        columns=("start_time", "end_time", "source"))
+                named = [((int(s), int(e)), str(src)) for s, e, src in
+                         zip(data["start_time"].to_pylist(), data["end_time"].to_pylist(), data["source"].to_pylist())
+                         if src]
+                return tuple(sorted(named))
+
+            return self.reader.memo(table, ("coverage-sources", ticker, period_seconds), rows)
+
+        with translate_errors(f"reading coverage of {ticker}", self.catalog.properties):
+            return self.reader.retrying(read)
+
     def read_ledger(self, ticker: str) -> pa.Table:
         """The coverage rows of a ticker (every period) with the columns the ledger needs:
         ``period_seconds, start_time, end_time, row_count, ingested_at, source, fingerprint``

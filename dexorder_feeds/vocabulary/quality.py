@@ -10,6 +10,11 @@ policy (``filled``, ``fill_ratio``). A missing range has one of three reasons:
 - ``"not yet filled"``: nobody has asked the source for the range yet (or the fill failed);
 - ``"open period"``: the period has not closed, so no final candle can exist yet.
 
+Where the coverage ledger names the source that answered (every range ingested since sources
+were recorded), ``served`` says which source served which part of the range (its candles and
+its checked-empty periods alike), and each ``"empty at source"`` range names the source that
+had nothing (``MissingRange.source``).
+
 Reports are immutable records (``NamedTuple``): a frame that carries one in its ``attrs`` still
 writes to Parquet, which stores ``attrs`` as JSON (a report becomes a JSON array there).
 """
@@ -31,6 +36,7 @@ __all__ = [
     "OPEN_PERIOD",
     "MissingRange",
     "QualityReport",
+    "ServedRange",
     "quality_report",
 ]
 
@@ -46,16 +52,33 @@ def _iso(micros: int) -> str:
 
 
 class MissingRange(NamedTuple):
-    """Missing candles: ``first`` to ``last`` (inclusive open times, µs UTC), ``candles`` of them."""
+    """Missing candles: ``first`` to ``last`` (inclusive open times, µs UTC), ``candles`` of them;
+    for ``"empty at source"``, ``source`` names the source that had none (when recorded)."""
 
     first: int
     last: int
     candles: int
     reason: str
+    source: str | None = None
 
     def __str__(self) -> str:
         span = _iso(self.first) if self.first == self.last else f"{_iso(self.first)} .. {_iso(self.last)}"
-        return f"{span} ({self.candles} candle{'s' if self.candles != 1 else ''}): {self.reason}"
+        said = f" ({self.source})" if self.source else ""
+        return f"{span} ({self.candles} candle{'s' if self.candles != 1 else ''}): {self.reason}{said}"
+
+
+class ServedRange(NamedTuple):
+    """Periods ``first`` to ``last`` (inclusive open times, µs UTC), ``periods`` of them, that
+    ``source`` answered for (with candles or checked empty)."""
+
+    first: int
+    last: int
+    periods: int
+    source: str
+
+    def __str__(self) -> str:
+        span = _iso(self.first) if self.first == self.last else f"{_iso(self.first)} .. {_iso(self.last)}"
+        return f"{span} ({self.periods} period{'s' if self.periods != 1 else ''}): {self.source}"
 
 
 class QualityReport(NamedTuple):
@@ -68,6 +91,7 @@ class QualityReport(NamedTuple):
     missing: tuple[MissingRange, ...] = ()
     filled: int = 0
     fill_policy: str | None = None
+    served: tuple[ServedRange, ...] = ()
 
     @property
     def missing_candles(self) -> int:
@@ -105,14 +129,23 @@ class QualityReport(NamedTuple):
         for item in other.missing:
             last = missing[-1] if missing else None
             period_us = self.period_seconds * 1_000_000
-            if last is not None and last.reason == item.reason and last.last + period_us == item.first:
-                missing[-1] = MissingRange(last.first, item.last, last.candles + item.candles, item.reason)
+            if last is not None and last.reason == item.reason and last.source == item.source \
+                    and last.last + period_us == item.first:
+                missing[-1] = MissingRange(last.first, item.last, last.candles + item.candles, item.reason, item.source)
             else:
                 missing.append(item)
+        served = list(self.served)
+        for part in other.served:
+            before = served[-1] if served else None
+            if before is not None and before.source == part.source \
+                    and before.last + self.period_seconds * 1_000_000 == part.first:
+                served[-1] = ServedRange(before.first, part.last, before.periods + part.periods, part.source)
+            else:
+                served.append(part)
         return self._replace(
             expected=self.expected + other.expected, present=self.present + other.present,
             missing=tuple(missing), filled=self.filled + other.filled,
-            fill_policy=self.fill_policy or other.fill_policy,
+            fill_policy=self.fill_policy or other.fill_policy, served=tuple(served),
         )
 
     def __str__(self) -> str:
@@ -121,6 +154,7 @@ class QualityReport(NamedTuple):
                  + (f" by missing={self.fill_policy!r}" if self.fill_policy not in (None, "drop") else "")
                  + f" (fill ratio {self.fill_ratio:.2%})"]
         lines += [f"  missing {item}" for item in self.missing]
+        lines += [f"  served {item}" for item in self.served]
         return "\n".join(lines)
 
 
@@ -131,9 +165,12 @@ def quality_report(
     timestamps: Sequence[int] | np.ndarray,
     covered: Iterable[Interval],
     now: int | None = None,
+    served: Iterable[tuple[Interval, str]] = (),
 ) -> QualityReport:
     """The report of a fetch of ``interval`` (half-open, whole periods) that found candles at
-    ``timestamps``, the source having been asked for the ``covered`` intervals already."""
+    ``timestamps``, the source having been asked for the ``covered`` intervals already;
+    ``served`` names the source of recorded parts (``((start, stop), source)``, from the
+    coverage ledger)."""
     if interval is None:
         return QualityReport(ticker, period_seconds, 0, 0)
     period_us = period_seconds * 1_000_000
@@ -152,9 +189,44 @@ def quality_report(
         if last_start < closed:
             gaps.append((last_start, closed))
     empty, unasked = _split_by_cover(gaps, merge_intervals(covered))
-    pieces += [(s, e, EMPTY_AT_SOURCE) for s, e in empty] + [(s, e, NOT_YET_FILLED) for s, e in unasked]
-    missing = tuple(MissingRange(s, e - period_us, (e - s) // period_us, reason) for s, e, reason in sorted(pieces))
-    return QualityReport(ticker, period_seconds, (stop - start) // period_us, int(ts.size), missing)
+    sources = _served_in(served, (start, min(stop, closed)), period_seconds)
+    named: list[tuple[int, int, str, str | None]] = []
+    for s, e in empty:  # each empty piece under the source that answered for it
+        cursor = s
+        for part in sources:
+            lo, hi = max(part.first, cursor), min(part.last + period_us, e)
+            if hi <= lo:
+                continue
+            if lo > cursor:
+                named.append((cursor, lo, EMPTY_AT_SOURCE, None))
+            named.append((lo, hi, EMPTY_AT_SOURCE, part.source))
+            cursor = hi
+        if cursor < e:
+            named.append((cursor, e, EMPTY_AT_SOURCE, None))
+    named += [(s, e, reason, None) for s, e, reason in pieces] + [(s, e, NOT_YET_FILLED, None) for s, e in unasked]
+    missing = tuple(MissingRange(s, e - period_us, (e - s) // period_us, reason, source)
+                    for s, e, reason, source in sorted(named, key=lambda item: item[:3]))
+    return QualityReport(ticker, period_seconds, (stop - start) // period_us, int(ts.size), missing,
+                         served=sources)
+
+
+def _served_in(served: Iterable[tuple[Interval, str]], bounds: Interval, period_seconds: int) -> tuple[ServedRange, ...]:
+    """The recorded sources inside ``bounds``: sorted, cut to it, neighbours of one source merged
+    (where two rows overlap, the later-starting one wins its part)."""
+    period_us = period_seconds * 1_000_000
+    cut = sorted((max(s, bounds[0]), min(e, bounds[1]), name) for (s, e), name in served
+                 if min(e, bounds[1]) > max(s, bounds[0]) and name)
+    out: list[list] = []
+    for s, e, name in cut:
+        if out and s < out[-1][1]:  # overlaps the previous one: keep only what is new
+            s = out[-1][1]
+            if s >= e:
+                continue
+        if out and out[-1][2] == name and out[-1][1] == s:
+            out[-1][1] = e
+        else:
+            out.append([s, e, name])
+    return tuple(ServedRange(s, e - period_us, (e - s) // period_us, name) for s, e, name in out)
 
 
 def _split_by_cover(gaps: list[Interval], covered: list[Interval]) -> tuple[list[Interval], list[Interval]]:

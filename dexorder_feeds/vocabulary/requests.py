@@ -85,6 +85,8 @@ class CacheRead:
     covered: list[Interval]
     snapshot_id: int | None = None
     snapshot_time: int | None = None
+    served: tuple[tuple[Interval, str], ...] = ()
+    """The source each recorded range names (``((start, stop), source)``), where the ledger says."""
 
     @property
     def num_rows(self) -> int:
