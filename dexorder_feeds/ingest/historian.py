@@ -248,6 +248,7 @@ class Historian:
         self.settle_seconds = settle_seconds
         self._fingerprinted: set[str] | None = None  # tickers whose coverage names source data
         self._fingerprinted_lock = threading.Lock()
+        self._recheck_locks: dict[str, threading.Lock] = {}  # one re-check of a ticker at a time
 
     def validate(self, request: HistoryRequest) -> ValidatedRequest:
         """Validate a request (also checks that a source serves its exchange)."""
@@ -449,6 +450,13 @@ class Historian:
         rows = self.warehouse.read_ledger(name)
         if not rows.num_rows or rows["fingerprint"].null_count == rows.num_rows:
             return 0
+        with self._fingerprinted_lock:
+            lock = self._recheck_locks.setdefault(name, threading.Lock())
+        with lock:  # a concurrent fetch waits, then finds the ranges re-checked
+            return self._revalidate(name)
+
+    def _revalidate(self, name: str) -> int:
+        rows = self.warehouse.read_ledger(name)
         parsed = parse_ticker(name)
         current = self.sources.source_for(parsed).fingerprint(parsed)
         stale: dict[int, list[Interval]] = {}
