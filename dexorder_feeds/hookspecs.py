@@ -66,9 +66,10 @@ def dexorder_revalidate_cache(context: FetchContext, request: FetchRequest) -> i
     Called once per fetch (not for reads ``as_of`` a snapshot), in a worker thread, first of
     all steps: a candle file added, edited or appended since its ranges were ingested makes
     those ranges be asked again (docs/sources.md, "The coverage ledger"). The built-in calls
-    ``context.history.revalidate(ticker)``: the in-process historian checks the files' ``stat``
-    (nothing more when nothing changed); a relay's historian checks on its own. Returns the
-    ranges re-checked. Stops at the first non-None result.
+    ``context.history.revalidate(ticker, period_seconds)``: the in-process historian checks the
+    request's period with one ``stat`` per file (nothing more when nothing changed); a relay's
+    historian checks on its own. Returns the ranges re-checked. Stops at the first non-None
+    result.
     """
 
 

@@ -19,4 +19,4 @@ def dexorder_read_cache(context: FetchContext, request: FetchRequest) -> CacheRe
 
 @hookimpl(trylast=True)
 def dexorder_revalidate_cache(context: FetchContext, request: FetchRequest) -> int:
-    return context.history.revalidate(request.ticker)
+    return context.history.revalidate(request.ticker, request.period_seconds)

@@ -86,11 +86,11 @@ class EmbeddedHistory(HistoryTransport):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
 
-    def revalidate(self, ticker: str) -> int:
+    def revalidate(self, ticker: str, period_seconds: int | None = None) -> int:
         """The historian re-checks what changed source data backs (see :meth:`Historian.revalidate`)."""
         if self._closed:
             raise ClientClosedError("this EmbeddedHistory is closed; create a new client")
-        return self.historian.revalidate(ticker)
+        return self.historian.revalidate(ticker, period_seconds)
 
     async def connect(self) -> None:
         if self._closed:

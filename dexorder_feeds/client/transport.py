@@ -40,7 +40,7 @@ class HistoryTransport(abc.ABC):
         result dict once they are stored. Raises ``TimeoutError``, ``ConnectionError`` or
         ``ValueError`` (status ERROR) as the seed promises."""
 
-    def revalidate(self, ticker: str) -> int:
+    def revalidate(self, ticker: str, period_seconds: int | None = None) -> int:
         """Re-check ranges whose source data changed since they were ingested (a candle file
         added, edited or appended); blocking, called in a worker thread before a fetch reads.
         Returns the ranges re-checked. The in-process historian does it here; a relay's

@@ -246,7 +246,7 @@ class Historian:
         if settle_seconds is not None and settle_seconds < 0:
             raise InvalidRequestError(f"settle_seconds={settle_seconds} must be zero or more")
         self.settle_seconds = settle_seconds
-        self._fingerprinted: set[str] | None = None  # tickers whose coverage names source data
+        self._fingerprinted: set[tuple[str, int]] | None = None  # (ticker, period) whose coverage has a fingerprint
         self._fingerprinted_lock = threading.Lock()
         self._recheck_locks: dict[str, threading.Lock] = {}  # one re-check of a ticker at a time
 
@@ -313,8 +313,9 @@ class Historian:
         fingerprint = source.fingerprint(valid.ticker)  # before the read: a change during it is seen later
         asked_at = now_micros()
         fetch_period = self._fetch_period(source, valid)
+        # A re-check asks the source itself: finer stored candles may be what changed.
         from_store = self._stored_finer(valid) if fetch_period == valid.period_seconds \
-            and not _holds(source, valid) else None
+            and not _holds(source, valid) and not recheck else None
         if from_store is not None:  # built from finer candles already in the warehouse
             fetch_period, got = from_store
         else:
@@ -356,7 +357,7 @@ class Historian:
                 todo = [piece for part in settled for piece in subtract_intervals(part, covered)]
             parts = _coverage_parts(todo, interval, stored, table, got.served_by, source_name)
             if parts and fingerprint is not None:
-                self._note_fingerprinted(ticker)
+                self._note_fingerprinted(ticker, valid.period_seconds)
             if parts:
                 self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id,
                                                fingerprint=fingerprint, parts=parts)
@@ -403,60 +404,61 @@ class Historian:
             f"--end {_iso(at)} --candles` (or forget(..., candles=True) in Python) and fetch again; to keep the "
             "stored ones, restore the source's data")
 
-    def _note_fingerprinted(self, ticker: str) -> None:
+    def _note_fingerprinted(self, ticker: str, period_seconds: int) -> None:
         with self._fingerprinted_lock:
             if self._fingerprinted is not None:
-                self._fingerprinted.add(ticker)
+                self._fingerprinted.add((ticker, period_seconds))
 
     def revalidate_all(self) -> int:
-        """:meth:`revalidate` every ticker whose coverage carries a fingerprint (found once in
-        the warehouse, then kept up to date by this historian's own ingests). A relay runs it
-        every few seconds. Returns the ranges re-checked; an error of one ticker is raised
-        after the others were checked."""
+        """:meth:`revalidate` every ticker and period whose coverage carries a fingerprint
+        (found once in the warehouse, then kept up to date by this historian's own ingests). A
+        relay runs it every few seconds. Returns the ranges re-checked; an error of one ticker
+        is raised after the others were checked."""
         with self._fingerprinted_lock:
             known = self._fingerprinted
         if known is None:
             rows = self.warehouse.read_coverage_table()
-            found = {str(t) for t, f in zip(rows["ticker"].to_pylist(), rows["fingerprint"].to_pylist()) if f}
+            found = {(str(t), int(p)) for t, p, f in zip(rows["ticker"].to_pylist(), rows["period_seconds"].to_pylist(),
+                                                        rows["fingerprint"].to_pylist()) if f}
             with self._fingerprinted_lock:
                 if self._fingerprinted is None:
                     self._fingerprinted = found
                 else:
                     self._fingerprinted |= found
-                known = self._fingerprinted
         with self._fingerprinted_lock:
-            tickers = sorted(known)
+            pairs = sorted(self._fingerprinted or ())
         rechecked, failure = 0, None
-        for ticker in tickers:
+        for ticker, period in pairs:  # finer periods first (sorted): coarser ones may be built from them
             try:
-                rechecked += self.revalidate(ticker)
+                rechecked += self.revalidate(ticker, period)
             except DexOrderError as exc:
                 failure = failure or exc
         if failure is not None:
             raise failure
         return rechecked
 
-    def revalidate(self, ticker: str) -> int:
+    def revalidate(self, ticker: str, period_seconds: int | None = None) -> int:
         """Re-check what a source backs whose data changed since it was ingested.
 
         Coverage rows carry the fingerprint of what the source held when they were written
         (:meth:`IngestSource.fingerprint`, a files source's files). When the source's
-        fingerprint for ``ticker`` differs now, every such range is asked again (new candles
-        stored, a changed stored candle refused with :class:`StoredCandleChangedError`), then
-        the rows with the old fingerprint are dropped. Returns the ranges re-checked (0: all
-        still current; a stat of the files and a memoised coverage read). Blocking.
+        fingerprint for ``ticker`` differs now, every such range (of ``period_seconds``, or of
+        every period) is asked of the source again (new candles stored, a changed stored candle
+        refused with :class:`StoredCandleChangedError`), then the rows with the old fingerprint
+        are dropped. Returns the ranges re-checked (0: all still current, after a stat of the
+        files and a memoised coverage read). Blocking.
         """
         name = str(parse_ticker(ticker))
-        rows = self.warehouse.read_ledger(name)
+        rows = self.warehouse.read_ledger(name, period_seconds)
         if not rows.num_rows or rows["fingerprint"].null_count == rows.num_rows:
             return 0
         with self._fingerprinted_lock:
             lock = self._recheck_locks.setdefault(name, threading.Lock())
         with lock:  # a concurrent fetch waits, then finds the ranges re-checked
-            return self._revalidate(name)
+            return self._revalidate(name, period_seconds)
 
-    def _revalidate(self, name: str) -> int:
-        rows = self.warehouse.read_ledger(name)
+    def _revalidate(self, name: str, period_seconds: int | None) -> int:
+        rows = self.warehouse.read_ledger(name, period_seconds)
         parsed = parse_ticker(name)
         current = self.sources.source_for(parsed).fingerprint(parsed)
         stale: dict[int, list[Interval]] = {}
@@ -475,7 +477,7 @@ class Historian:
                     self._ingest(valid, {}, recheck=True)
                     rechecked += 1
         dropped = self.warehouse.committer.submit(
-            drop_stale_coverage, self.warehouse, name, current).result()
+            drop_stale_coverage, self.warehouse, name, current, period_seconds).result()
         log.info("%s: the source's data changed; re-checked %d ranges, dropped %d outdated coverage rows",
                  name, rechecked, dropped)
         return rechecked

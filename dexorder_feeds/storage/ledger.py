@@ -106,12 +106,13 @@ def forget(warehouse: Warehouse, ticker: str, period_seconds: int | None = None,
     return ForgetResult(rows, deleted)
 
 
-def drop_stale_coverage(warehouse: Warehouse, ticker: str, current: str | None) -> int:
-    """Drop ``ticker``'s coverage rows whose source fingerprint is not ``current`` (what they
-    vouched for has changed; the historian re-checked those ranges first). Returns the rows
-    dropped."""
+def drop_stale_coverage(warehouse: Warehouse, ticker: str, current: str | None,
+                        period_seconds: int | None = None) -> int:
+    """Drop ``ticker``'s coverage rows (of one period, or all) whose source fingerprint is not
+    ``current`` (what they vouched for has changed; the historian re-checked those ranges
+    first). Returns the rows dropped."""
     ex = _expressions()
-    where = ex.And(ex.EqualTo("ticker", ticker), ex.NotNull("fingerprint"))
+    where = ex.And(_ticker_filter(ticker, period_seconds), ex.NotNull("fingerprint"))
     if current is not None:
         where = ex.And(where, ex.NotEqualTo("fingerprint", current))
 

@@ -320,10 +320,11 @@ class Warehouse:
         with translate_errors(f"reading coverage of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
 
-    def read_ledger(self, ticker: str) -> pa.Table:
-        """The coverage rows of a ticker (every period) with the columns the ledger needs:
-        ``period_seconds, start_time, end_time, row_count, ingested_at, source, fingerprint``
-        (memoised per snapshot: a repeated call without a commit reads nothing)."""
+    def read_ledger(self, ticker: str, period_seconds: int | None = None) -> pa.Table:
+        """The coverage rows of a ticker (one period, or every period) with the columns the
+        ledger needs: ``period_seconds, start_time, end_time, row_count, ingested_at, source,
+        fingerprint`` (memoised per snapshot: a repeated call without a commit reads nothing;
+        one period reads its partition's files directly)."""
         columns = ("period_seconds", "start_time", "end_time", "row_count", "ingested_at", "source", "fingerprint")
 
         def read() -> pa.Table:
@@ -332,9 +333,11 @@ class Warehouse:
                 return table_schemas()[COVERAGE_TABLE].as_arrow().empty_table().select(list(columns))
 
             def scan() -> pa.Table:
+                if period_seconds is not None:
+                    return self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds}, columns=columns)
                 return table.scan(row_filter=row_filter({"ticker": ticker}), selected_fields=columns).to_arrow()
 
-            return self.reader.memo(table, ("ledger", ticker), scan)
+            return self.reader.memo(table, ("ledger", ticker, period_seconds), scan)
 
         with translate_errors(f"reading coverage of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
