@@ -300,3 +300,47 @@ def test_forget_everything_of_a_ticker_in_python(catalog_uri):
         assert set(client.ledger()["state"]) == {"stored"}
     finally:
         client.warehouse.close()
+
+
+def test_the_settle_horizon_is_configured_like_every_setting(tmp_path):
+    from dexorder_feeds.config import resolve_settings
+    from dexorder_feeds.vocabulary.errors import InvalidRequestError
+
+    assert resolve_settings(environ={}).settle_seconds is None
+    assert resolve_settings(environ={"DEXORDER_SETTLE_SECONDS": "90"}).settle_seconds == 90.0
+    assert resolve_settings(settle_seconds=0, environ={"DEXORDER_SETTLE_SECONDS": "90"}).settle_seconds == 0.0
+    config = tmp_path / "config.toml"
+    config.write_text("settle_seconds = 600\n")
+    assert resolve_settings(config_file=config, environ={}).settle_seconds == 600.0
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(InvalidRequestError, match="DEXORDER_SETTLE_SECONDS"):
+            resolve_settings(environ={"DEXORDER_SETTLE_SECONDS": bad})
+    with pytest.raises(InvalidRequestError, match="zero or more"):
+        Historian(None, SourceRegistry(), settle_seconds=-5)  # type: ignore[arg-type]
+
+
+def test_a_configured_horizon_reaches_the_in_process_historian(catalog_uri):
+    class Empty(IngestSource):
+        name = "empty"
+
+        def fetch_candles(self, ticker, period_seconds, start, stop):
+            return SourceCandles(MarketInfo(str(ticker), 0, 0), frame_of([]))
+
+    pm = get_plugin_manager()
+    pm.register(_Plugin("empty", Empty()), name="test-ledger-empty")
+    closed = closed_period_stop(3600)
+
+    async def main(settle):
+        async with OHLCClient(iceberg_catalog_uri=catalog_uri, sources={"EMPTY": "empty"},
+                              settle_seconds=settle) as client:
+            await client.fetch_ohlc("EMPTY:A/B", 3600, closed - 3 * H, closed - 1)
+            return client.iceberg.ledger("EMPTY:A/B")
+
+    try:
+        default = asyncio.run(main(None))
+        eager = asyncio.run(main(0))
+    finally:
+        pm.unregister(name="test-ledger-empty")
+    # The default keeps the last closed hour unknown; a horizon of 0 records it.
+    assert default[["end_time", "state"]].values.tolist() == [[closed - H, "checked-empty"]]
+    assert eager[["end_time", "state"]].values.tolist() == [[closed, "checked-empty"]]
