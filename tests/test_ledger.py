@@ -344,3 +344,28 @@ def test_a_configured_horizon_reaches_the_in_process_historian(catalog_uri):
     # The default keeps the last closed hour unknown; a horizon of 0 records it.
     assert default[["end_time", "state"]].values.tolist() == [[closed - H, "checked-empty"]]
     assert eager[["end_time", "state"]].values.tolist() == [[closed, "checked-empty"]]
+
+
+def test_the_open_period_is_never_stored_even_when_a_source_gives_it(warehouse):
+    class Eager(IngestSource):
+        """Gives a candle for every period asked and for the open one and the next, too."""
+
+        name = "eager"
+        settle = 0.0
+
+        def fetch_candles(self, ticker, period_seconds, start, stop):
+            step = period_seconds * 1_000_000
+            return SourceCandles(MarketInfo(str(ticker), 2, 1), frame_of(list(range(start, stop + 2 * step, step))))
+
+    pm = get_plugin_manager()
+    pm.register(_Plugin("eager", Eager()), name="test-ledger-eager")
+    try:
+        closed = closed_period_stop(60)
+        note = Historian(warehouse, SourceRegistry({"EAGER": "eager"})).handle(
+            request("EAGER:A/B", closed - 10 * 60_000_000, closed + 5 * 60_000_000, period=60))
+    finally:
+        pm.unregister(name="test-ledger-eager")
+    assert note.status == Notification.OK
+    table, _ = warehouse.read_candles("EAGER:A/B", 60, (0, 2**62))
+    assert max(table["timestamp"].to_pylist()) < closed_period_stop(60)
+    assert warehouse.read_coverage("EAGER:A/B", 60)[-1][1] <= closed_period_stop(60)
