@@ -136,3 +136,11 @@ def test_a_ticker_whose_directory_would_be_another_tickers_is_refused(tmp_path, 
     assert len(asyncio.run(fetch("BINANCE:BTC/USDT:X"))) == 1  # the one ticker the directory names
     with pytest.raises(InvalidTickerError, match="holds a '-'"):
         asyncio.run(fetch(ticker))
+
+
+def test_a_missing_candle_directory_is_no_change_stored_candles_are_served(tmp_path, catalog_uri):
+    data = tmp_path / "candles"
+    write(data / "BINANCE" / "BTC-USDT" / "1h.csv", HEADER + "".join(row(h) for h in range(6)))
+    first, second = fetch_twice(catalog_uri, data, lambda: data.rename(tmp_path / "unmounted"),
+                                end=T0 + 6 * H - 1)
+    assert len(first) == len(second) == 6

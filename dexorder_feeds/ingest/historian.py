@@ -37,6 +37,7 @@ from ..vocabulary.errors import (
     InvalidTimeRangeError,
     PrecisionError,
     StoredCandleChangedError,
+    UnknownSourceError,
 )
 from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
 from ..vocabulary.aggregate import aggregate_candles, coarsest_divisor
@@ -460,7 +461,13 @@ class Historian:
     def _revalidate(self, name: str, period_seconds: int | None) -> int:
         rows = self.warehouse.read_ledger(name, period_seconds)
         parsed = parse_ticker(name)
-        current = self.sources.source_for(parsed).fingerprint(parsed)
+        try:
+            current = self.sources.source_for(parsed).fingerprint(parsed)
+        except UnknownSourceError as exc:  # the source is gone (its directory): keep serving what is stored
+            log.warning("%s: cannot check whether its source data changed: %s", name, exc)
+            return 0
+        if current is None:  # the source cannot tell now: nothing to compare with
+            return 0
         stale: dict[int, list[Interval]] = {}
         for period, start, stop, fingerprint in zip(*(rows[c].to_pylist() for c in
                                                       ("period_seconds", "start_time", "end_time", "fingerprint"))):

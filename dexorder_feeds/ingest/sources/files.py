@@ -529,11 +529,12 @@ class FilesSource(IngestSource):
     def fingerprint(self, ticker: Ticker) -> str | None:
         """What the pair's files are now: name, size, modification time and inode of each candle
         file and ``market.json`` (``stat`` calls only). A file added, changed, appended or
-        removed, or the pair's directory appearing, changes it."""
+        removed, or the pair's directory appearing, changes it. None while the source's whole
+        directory is missing (an unmounted disk is no change of data)."""
         try:
             pair_dir = self.pair_directory(ticker)
-        except UnknownSourceError:
-            return "no-directory"
+        except UnknownSourceError:  # the whole directory is gone: nothing to compare with
+            return None
         if pair_dir is None:
             return "absent"
         seen: list[str] = []
