@@ -369,3 +369,16 @@ def test_the_open_period_is_never_stored_even_when_a_source_gives_it(warehouse):
     table, _ = warehouse.read_candles("EAGER:A/B", 60, (0, 2**62))
     assert max(table["timestamp"].to_pylist()) < closed_period_stop(60)
     assert warehouse.read_coverage("EAGER:A/B", 60)[-1][1] <= closed_period_stop(60)
+
+
+def test_a_part_vouched_for_at_a_finer_period_covers_only_whole_coarser_periods(warehouse):
+    class Hourly(Partial):
+        def periods(self, ticker):
+            return [3600]
+
+    source = Hourly(checked=[(T0 + H, T0 + 10 * H)], served_by=[((T0, T0 + 6 * H), "a"), ((T0 + 6 * H, T0 + 12 * H), "b")])
+    historian = _with_source(warehouse, source)
+    historian.handle(request("PART:X/Y", T0, T0 + 12 * H - 1, period=4 * 3600))
+    rows = warehouse.read_ledger("PART:X/Y").to_pylist()
+    # [1h, 10h) holds only the 4h period [4h, 8h); "b" began inside it: the period is b's.
+    assert [(r["start_time"], r["end_time"], r["source"]) for r in rows] == [(T0 + 4 * H, T0 + 8 * H, "b")]

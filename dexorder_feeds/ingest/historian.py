@@ -41,7 +41,15 @@ from ..vocabulary.errors import (
 )
 from ..vocabulary.markets import PRICE_COLUMNS, VALUE_COLUMNS, MarketInfo, scale_to_integers
 from ..vocabulary.aggregate import aggregate_candles, coarsest_divisor
-from ..vocabulary.periods import divides, is_aligned, period_count, period_floor, period_label, shift_periods
+from ..vocabulary.periods import (
+    divides,
+    is_aligned,
+    period_ceil,
+    period_count,
+    period_floor,
+    period_label,
+    shift_periods,
+)
 from ..vocabulary.requests import closed_period_stop
 from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals
 from ..vocabulary.tickers import Ticker, parse_ticker
@@ -139,14 +147,25 @@ def _pieces(interval: Interval, period_seconds: int, max_candles: int) -> list[I
     return out
 
 
+def _whole_periods(intervals: list[Interval], period_seconds: int) -> list[Interval]:
+    """Each interval shrunk to the whole periods inside it (a part vouched for at a finer
+    period covers a coarser period only if it covers all of it)."""
+    out = [(period_ceil(period_seconds, s), period_floor(period_seconds, e)) for s, e in intervals]
+    return [(s, e) for s, e in out if e > s]
+
+
 def _coverage_parts(todo: list[Interval], interval: Interval, stored: int, table: pa.Table,
-                    served_by: list[tuple[tuple[int, int], str]] | None, source_name: str) -> list[CoveragePart]:
-    """One coverage row per part to record, split where another source served (``served_by``),
-    each with its candle count (the interval's stored count when it is one row for all)."""
+                    served_by: list[tuple[tuple[int, int], str]] | None, source_name: str,
+                    period_seconds: int) -> list[CoveragePart]:
+    """One coverage row per part to record, split where another source served (``served_by``,
+    its bounds moved to the start of the period they fall in), each with its candle count (the
+    interval's stored count when it is one row for all)."""
     named: list[tuple[Interval, str]] = []
+    snapped = [((period_floor(period_seconds, s), period_floor(period_seconds, e)), name)
+               for (s, e), name in served_by or ()]
     for part in todo:
         rest = [part]
-        for (s, e), name in served_by or ():
+        for (s, e), name in snapped:
             lo, hi = max(s, part[0]), min(e, part[1])
             if hi > lo:
                 named.append(((lo, hi), name))
@@ -327,7 +346,8 @@ class Historian:
         source_market = MarketInfo(ticker, got.market.price_decimals, got.market.volume_decimals)
         # What may be remembered: the parts the source vouched for that have settled.
         settled_stop = closed_period_stop(valid.period_seconds, asked_at - self.settle_us(source, valid.period_seconds))
-        answered = [interval] if got.checked is None else _clip(got.checked, interval)
+        answered = [interval] if got.checked is None else _whole_periods(_clip(got.checked, interval),
+                                                                         valid.period_seconds)
         settled = _clip(answered, (interval[0], min(interval[1], settled_stop)))
 
         def commit() -> tuple[int, int]:
@@ -356,7 +376,7 @@ class Historian:
             if not recheck:  # a repeat of a range already recorded adds no snapshot
                 covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
                 todo = [piece for part in settled for piece in subtract_intervals(part, covered)]
-            parts = _coverage_parts(todo, interval, stored, table, got.served_by, source_name)
+            parts = _coverage_parts(todo, interval, stored, table, got.served_by, source_name, valid.period_seconds)
             if parts and fingerprint is not None:
                 self._note_fingerprinted(ticker, valid.period_seconds)
             if parts:
