@@ -97,6 +97,14 @@ class Fetcher:
         self._decimals: dict[str, tuple[int, int]] = {}
         self._hashes: OrderedDict[tuple, str] = OrderedDict()
 
+    @staticmethod
+    def _revalidate_and_read(context: FetchContext, request: FetchRequest) -> CacheRead:
+        """The first read of a fetch: the historian's re-check of changed source data, then the
+        cache (one worker-thread hop for both)."""
+        if request.as_of is None and request.interval is not None:
+            context.hook.dexorder_revalidate_cache(context=context, request=request)
+        return context.hook.dexorder_read_cache(context=context, request=request)
+
     async def _read(self, context: FetchContext, request: FetchRequest) -> CacheRead:
         return await asyncio.to_thread(context.hook.dexorder_read_cache, context=context, request=request)
 
@@ -107,9 +115,7 @@ class Fetcher:
             context = dataclasses.replace(context, request_timeout=request_timeout)
         hook = context.hook
         _check_size(request, context.settings.max_candles)
-        if request.as_of is None and request.interval is not None:
-            await asyncio.to_thread(hook.dexorder_revalidate_cache, context=context, request=request)
-        cached = await self._read(context, request)
+        cached = await asyncio.to_thread(self._revalidate_and_read, context, request)
         missing = hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
         emit("dexorder_cache_checked", hooks=hook, request=request, cached_rows=cached.num_rows,
              missing_ranges=to_inclusive(missing, request.period_us))

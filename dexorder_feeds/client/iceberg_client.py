@@ -161,8 +161,8 @@ class IcebergClient:
             return CacheRead(candle_arrow_schema().empty_table(), [], None)
         if request.as_of is not None:
             return self.read_at(request)
-        table, covered, snapshot_id = self.warehouse.read_range(request.ticker, request.period_seconds, request.interval)
-        served = self.warehouse.read_coverage_sources(request.ticker, request.period_seconds) if covered else ()
+        table, covered, snapshot_id, served = self.warehouse.read_range_served(request.ticker, request.period_seconds,
+                                                                               request.interval)
         return CacheRead(table, covered, snapshot_id, served=served)
 
     def read_at(self, request: FetchRequest) -> CacheRead:

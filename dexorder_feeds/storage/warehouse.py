@@ -222,6 +222,21 @@ class Warehouse:
         with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
 
+    def read_range_served(self, ticker: str, period_seconds: int, interval: Interval
+                          ) -> tuple[pa.Table, list[Interval], int | None, tuple[tuple[Interval, str], ...]]:
+        """:meth:`read_range` plus the sources the coverage rows name (as
+        :meth:`read_coverage_sources`), from the same catalog check."""
+
+        def read() -> tuple[pa.Table, list[Interval], int | None, tuple[tuple[Interval, str], ...]]:
+            (coverage,) = self._tables(COVERAGE_TABLE)  # coverage first: see read_range
+            covered = self._coverage_in(coverage, ticker, period_seconds)
+            served = self._sources_in(coverage, ticker, period_seconds) if covered else ()
+            (candles,) = self._tables(CANDLES_TABLE)
+            return self._candles_in(candles, ticker, period_seconds, interval), covered, _snapshot_id(candles), served
+
+        with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
+            return self.reader.retrying(read)
+
     def read_range_at(self, ticker: str, period_seconds: int, interval: Interval, candles_snapshot: int | None,
                       coverage_snapshot: int | None) -> tuple[pa.Table, list[Interval] | None]:
         """Like :meth:`read_range`, at the snapshots a pin or ``as_of`` names (see
@@ -306,19 +321,21 @@ class Warehouse:
 
         def read() -> tuple[tuple[Interval, str], ...]:
             (table,) = self._tables(COVERAGE_TABLE)
-
-            def rows() -> tuple[tuple[Interval, str], ...]:
-                data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
-                                        columns=("start_time", "end_time", "source"))
-                named = [((int(s), int(e)), str(src)) for s, e, src in
-                         zip(data["start_time"].to_pylist(), data["end_time"].to_pylist(), data["source"].to_pylist())
-                         if src]
-                return tuple(sorted(named))
-
-            return self.reader.memo(table, ("coverage-sources", ticker, period_seconds), rows)
+            return self._sources_in(table, ticker, period_seconds)
 
         with translate_errors(f"reading coverage of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
+
+    def _sources_in(self, table: Any, ticker: str, period_seconds: int) -> tuple[tuple[Interval, str], ...]:
+        def rows() -> tuple[tuple[Interval, str], ...]:
+            data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
+                                    columns=("start_time", "end_time", "source"))
+            named = [((int(s), int(e)), str(src)) for s, e, src in
+                     zip(data["start_time"].to_pylist(), data["end_time"].to_pylist(), data["source"].to_pylist())
+                     if src]
+            return tuple(sorted(named))
+
+        return self.reader.memo(table, ("coverage-sources", ticker, period_seconds), rows)
 
     def read_ledger(self, ticker: str, period_seconds: int | None = None) -> pa.Table:
         """The coverage rows of a ticker (one period, or every period) with the columns the
