@@ -219,14 +219,19 @@ class RelayServer:
         changed (files added, edited, appended): clients read coverage themselves and would
         never ask for a range recorded before the change."""
         loop = asyncio.get_running_loop()
+        said = ""
         while True:
             await asyncio.sleep(self.recheck_seconds)
             try:
                 await loop.run_in_executor(None, self.historian.revalidate_all)
+                said = ""
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a changed stored candle, an unreadable file: said, retried
-                log.warning("re-checking changed source data: %s", scrub(str(exc), self._secrets))
+            except Exception as exc:  # a changed stored candle, an unreadable file: said once, retried
+                message = scrub(str(exc), self._secrets)
+                if message != said:
+                    log.warning("re-checking changed source data: %s", message)
+                    said = message
 
     def _in_flight_count(self) -> int:
         return len(self._scheduler) if self._scheduler is not None else 0
