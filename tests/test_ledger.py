@@ -22,7 +22,7 @@ from dexorder_feeds.storage.schema import COVERAGE_TABLE
 from dexorder_feeds.storage.warehouse import Warehouse
 from dexorder_feeds.vocabulary.markets import MarketInfo
 from dexorder_feeds.vocabulary.quality import EMPTY_AT_SOURCE, NOT_YET_FILLED
-from dexorder_feeds.vocabulary.requests import closed_period_stop
+from dexorder_feeds.vocabulary.requests import FetchRequest, closed_period_stop
 from dexorder_feeds.vocabulary.tickers import Ticker
 from dexorder_feeds.wire import HistoryRequest, Notification
 
@@ -382,3 +382,33 @@ def test_a_part_vouched_for_at_a_finer_period_covers_only_whole_coarser_periods(
     rows = warehouse.read_ledger("PART:X/Y").to_pylist()
     # [1h, 10h) holds only the 4h period [4h, 8h); "b" began inside it: the period is b's.
     assert [(r["start_time"], r["end_time"], r["source"]) for r in rows] == [(T0 + 4 * H, T0 + 8 * H, "b")]
+
+
+def test_a_read_only_older_warehouse_is_read_without_the_new_columns(tmp_path, caplog):
+    from pyiceberg.schema import Schema
+
+    from dexorder_feeds.client.iceberg_client import IcebergClient
+    from dexorder_feeds.storage.schema import CANDLES_TABLE, MARKETS_TABLE, TABLE_PROPERTIES, table_schemas, \
+        ticker_period_spec
+
+    path = tmp_path / "catalog.db"
+    catalog = open_catalog(f"sqlite:///{path}")
+    catalog.create_namespace_if_not_exists("trading")
+    for name in (CANDLES_TABLE, MARKETS_TABLE):
+        schema = table_schemas()[name]
+        extra = {"partition_spec": ticker_period_spec(schema)} if name == CANDLES_TABLE else {}
+        catalog.create_table(("trading", name), schema=schema, properties=dict(TABLE_PROPERTIES), **extra)
+    old = Schema(*[f for f in table_schemas()[COVERAGE_TABLE].fields if f.name not in ("source", "fingerprint")])
+    table = catalog.create_table(("trading", COVERAGE_TABLE), schema=old, properties=dict(TABLE_PROPERTIES))
+    table.append(pa.Table.from_pylist([{"ticker": "SIM:BTC/USDT", "period_seconds": 3600, "start_time": T0,
+                                        "end_time": T0 + 5 * H, "row_count": 0, "request_id": "old",
+                                        "ingested_at": 1}], schema=old.as_arrow()))
+    read_only = Warehouse(open_catalog(f"sqlite:///file:{path}?mode=ro&uri=true"))
+    client = IcebergClient(warehouse=read_only)
+    with caplog.at_level("WARNING"):
+        assert read_only.read_coverage("SIM:BTC/USDT", 3600) == [(T0, T0 + 5 * H)]
+    assert "could not be added" in caplog.text and "write access" in caplog.text
+    ledger = client.ledger("SIM:BTC/USDT")
+    assert ledger[["state", "source"]].values.tolist() == [["checked-empty", None]]
+    cached = client.read_cache(FetchRequest.create("SIM:BTC/USDT", 3600, T0, T0 + 5 * H - 1))
+    assert cached.covered == [(T0, T0 + 5 * H)] and cached.served == ()

@@ -327,6 +327,9 @@ class Warehouse:
             return self.reader.retrying(read)
 
     def _sources_in(self, table: Any, ticker: str, period_seconds: int) -> tuple[tuple[Interval, str], ...]:
+        if "source" not in {field.name for field in table.schema().fields}:  # not upgraded (read-only)
+            return ()
+
         def rows() -> tuple[tuple[Interval, str], ...]:
             data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
                                     columns=("start_time", "end_time", "source"))
@@ -349,10 +352,18 @@ class Warehouse:
             if table.current_snapshot() is None:
                 return table_schemas()[COVERAGE_TABLE].as_arrow().empty_table().select(list(columns))
 
+            present = {field.name for field in table.schema().fields}
+            have = tuple(c for c in columns if c in present)  # a read-only, older table lacks some
+
             def scan() -> pa.Table:
                 if period_seconds is not None:
-                    return self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds}, columns=columns)
-                return table.scan(row_filter=row_filter({"ticker": ticker}), selected_fields=columns).to_arrow()
+                    data = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds}, columns=have)
+                else:
+                    data = table.scan(row_filter=row_filter({"ticker": ticker}), selected_fields=have).to_arrow()
+                for column in columns:
+                    if column not in present:
+                        data = data.append_column(column, pa.nulls(data.num_rows, pa.string()))
+                return data.select(list(columns))
 
             return self.reader.memo(table, ("ledger", ticker, period_seconds), scan)
 
@@ -576,6 +587,11 @@ def _add_missing_columns(table: Any, name: str, conflict: type[Exception]) -> No
             table = table.refresh()
         except ValueError:  # added by another process between the look and the update
             table = table.refresh()
+        except Exception as exc:  # a read-only warehouse: reads work without them, writes need them
+            log.warning("the %s table lacks the column(s) %s of this version and they could not be added (%s: %s); "
+                        "reads go on without them, open the warehouse once with write access to add them",
+                        name, ", ".join(wanted), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return
 
 
 def _snapshot_id(table: Any) -> int | None:
