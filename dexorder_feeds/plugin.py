@@ -70,12 +70,13 @@ async def fill_from_source(
     ranges, my_source)`` (the awaitable) from it. Each half-open µs range is asked of
     ``source.fetch_candles`` and goes through the historian's checks (alignment, duplicates, no
     loss of precision) into one commit with its coverage, so the next cache read finds it and
-    the range is never asked for again, also when it holds no candle. Emits
+    the range is never asked for again, also when it holds no candle (once it has settled: see
+    ``IngestSource.settle_seconds`` and docs/sources.md, "The coverage ledger"). Emits
     ``dexorder_progress`` after each range. Returns one seed result dict per range; raises the
     historian's error (a ``ValueError`` naming what is wrong) for a range that fails. The source
     is called from a worker thread and is not closed.
     """
-    historian = Historian(context.iceberg.warehouse, _OneSource(source))
+    historian = Historian(context.iceberg.warehouse, _OneSource(source), settle_seconds=context.settings.settle_seconds)
     results: list[dict[str, Any]] = []
     for start, stop in ranges:
         message = HistoryRequest(request_id=uuid.uuid4().hex, client_id=f"plugin-{source.name}",
