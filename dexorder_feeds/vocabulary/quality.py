@@ -7,7 +7,8 @@ policy (``filled``, ``fill_ratio``). A missing range has one of three reasons:
 
 - ``"empty at source"``: the source was asked for the range and had no candle (no trades, a
   market that did not exist yet, an exchange outage);
-- ``"not yet filled"``: nobody has asked the source for the range yet (or the fill failed);
+- ``"not yet filled"``: nobody has asked the source for the range yet (or the fill failed,
+  or the source had nothing for it while it was still inside its settle horizon: asked again);
 - ``"open period"``: the period has not closed, so no final candle can exist yet.
 
 Where the coverage ledger names the source that answered (every range ingested since sources
