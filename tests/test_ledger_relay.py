@@ -99,3 +99,24 @@ def test_rows_appended_to_a_file_are_served_through_the_relay(tmp_path):
         assert relay.wait_for_log("re-checked", 60), relay.logs()  # the relay noticed by itself
         after = fetch(relay, "BINANCE:BTC/USDT", T0, T0 + 12 * H - 1)
         assert after["timestamp"].tolist() == [T0 + h * H for h in range(12)], relay.logs()
+
+
+def test_a_changed_candle_is_said_once_by_the_relay_and_the_stored_one_kept(tmp_path):
+    data = tmp_path / "candles"
+    path = data / "BINANCE" / "BTC-USDT" / "1h.csv"
+    path.parent.mkdir(parents=True)
+
+    def rows(close_2: str) -> str:
+        return HEADER + "".join(f"{(T0 + h * H) // 1_000_000},10.00,11.00,9.00,{close_2 if h == 2 else '10.50'},1.5\n"
+                                for h in range(6))
+
+    path.write_text(rows("10.50"))
+    with relay_process(tmp_path / "relay", sources=[f"BINANCE=files:{data}"]) as relay:
+        assert len(fetch(relay, "BINANCE:BTC/USDT", T0, T0 + 6 * H - 1)) == 6
+        replacement = path.with_name("1h.csv.new")
+        replacement.write_text(rows("10.60"))
+        os.replace(replacement, path)
+        assert relay.wait_for_log("now gives another", 60), relay.logs()
+        after = fetch(relay, "BINANCE:BTC/USDT", T0, T0 + 6 * H - 1)
+        assert after["close"].tolist() == [1050] * 6  # the stored candles, unchanged
+        assert relay.logs().count("now gives another") == 1, relay.logs()  # said once, not every poll
