@@ -98,6 +98,16 @@ def decimals_of_precision(precision: Any, mode: int, ccxt: Any) -> int | None:
     return None
 
 
+def unreachable_hint(exchange: str, exchange_id: str) -> str:
+    """How to serve ``exchange`` without reaching it: the ways to configure a source."""
+    return (
+        f"serve {exchange} from candle files instead: --source {exchange}=files:DIR on the command line, "
+        f"DEXORDER_SOURCES={exchange}=files:DIR in the environment, sources=[\"{exchange}=files:DIR\"] in "
+        "Python, or a [sources] table in the config file (layout of DIR: docs/sources.md). "
+        f"With {exchange}=files:DIR,ccxt:{exchange_id} the exchange is asked only for what the files lack."
+    )
+
+
 class CcxtSource(IngestSource):
     """Candles from one ccxt exchange (``ccxt:binance``).
 
@@ -141,7 +151,7 @@ class CcxtSource(IngestSource):
 
     # -- errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _translate_errors(self, action: str, symbol: str | None = None) -> Iterator[None]:
+    def _translate_errors(self, action: str, symbol: str | None = None, exchange: str | None = None) -> Iterator[None]:
         """ccxt's exceptions as dexorder_feeds errors, the most specific match first."""
         ccxt = self._ccxt
         try:
@@ -149,9 +159,10 @@ class CcxtSource(IngestSource):
         except ccxt.BadSymbol as exc:
             raise InvalidTickerError(f"{self.exchange_id} does not list {symbol or 'this symbol'} ({exc})") from exc
         except ccxt.NetworkError as exc:
+            hint = unreachable_hint(exchange or self.exchange_id.upper(), self.exchange_id)
             raise RequestFailedError(
-                f"{self.exchange_id} could not be reached while {action} ({type(exc).__name__}: {exc}); "
-                "check the network connection and retry later"
+                f"{self.exchange_id} could not be reached while {action} ({type(exc).__name__}: {exc}). "
+                f"Check the network connection and retry later, or {hint}"
             ) from exc
         except ccxt.BaseError as exc:
             raise RequestFailedError(
@@ -192,7 +203,7 @@ class CcxtSource(IngestSource):
         return timeframe
 
     def _market(self, ticker: Ticker) -> dict[str, Any]:
-        with self._translate_errors("loading its markets"):
+        with self._translate_errors("loading its markets", exchange=ticker.exchange):
             markets = self.exchange.load_markets()
         symbol = ticker.symbol
         market = markets.get(symbol)
@@ -218,7 +229,8 @@ class CcxtSource(IngestSource):
 
     # -- fetching -------------------------------------------------------------------------
     def _fetch_page(
-        self, symbol: str, timeframe: str, since_ms: int, limit: int, buy_index: int | None
+        self, symbol: str, timeframe: str, since_ms: int, limit: int, buy_index: int | None,
+        exchange_name: str | None = None,
     ) -> tuple[list[list[Any]], dict[int, Any]]:
         """One ``fetch_ohlcv`` call; with ``buy_index``, also the raw rows' taker-buy volume by ms.
 
@@ -227,7 +239,7 @@ class CcxtSource(IngestSource):
         """
         exchange = self.exchange
         if buy_index is None:
-            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol):
+            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol, exchange_name):
                 return exchange.fetch_ohlcv(symbol, timeframe, since=since_ms, limit=limit), {}
         raw_rows: list[Any] = []
         shadowed = "parse_ohlcv" in vars(exchange)
@@ -239,7 +251,7 @@ class CcxtSource(IngestSource):
 
         exchange.parse_ohlcv = parse_and_keep
         try:
-            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol):
+            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol, exchange_name):
                 rows = exchange.fetch_ohlcv(symbol, timeframe, since=since_ms, limit=limit)
         finally:
             if shadowed:
@@ -280,7 +292,7 @@ class CcxtSource(IngestSource):
             since, calls, empty_run, empty_pages = start_ms, 0, 0, 0
             while since < end_ms:
                 limit = min(self.page_limit, period_count(period_seconds, since * 1000, end_ms * 1000))
-                rows, page_buys = self._fetch_page(symbol, timeframe, since, limit, buy_index)
+                rows, page_buys = self._fetch_page(symbol, timeframe, since, limit, buy_index, ticker.exchange)
                 calls += 1
                 buys.update(page_buys)
                 stamps = sorted({int(row[0]) for row in rows})
