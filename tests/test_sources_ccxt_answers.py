@@ -27,7 +27,7 @@ from dexorder_feeds.ingest.historian import Historian
 from dexorder_feeds.ingest.sources import SourceRegistry, ccxt_source
 from dexorder_feeds.ingest.sources.ccxt_source import CcxtSource
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.vocabulary.errors import DataError
+from dexorder_feeds.vocabulary.errors import RequestFailedError
 from dexorder_feeds.vocabulary.tickers import parse_ticker
 from dexorder_feeds.wire import HistoryRequest, Notification
 
@@ -187,7 +187,7 @@ def test_latest_candles_instead_of_the_asked_ones_are_detected_and_nothing_is_ke
     latest = hours(JAN1_MS + 7 * DAY // 1000 - 23 * H_MS, 24)  # Jan 7 01:00 .. Jan 8 00:00 (open)
     klines(JAN1_MS, 24, latest)
     source = CcxtSource("binance", exchange=exchange)  # even where `since` is trusted
-    with caplog.at_level(logging.WARNING), pytest.raises(DataError) as info:
+    with caplog.at_level(logging.WARNING), pytest.raises(RequestFailedError) as info:
         source.fetch_candles(BTC, 3600, JAN1, JAN1 + DAY)
     message = str(info.value)
     assert "ignores `since`" in message and "Nothing was stored" in message

@@ -8,10 +8,12 @@ real SQLite-backed Iceberg warehouse.
 from __future__ import annotations
 
 import asyncio
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,10 +30,11 @@ from dexorder_feeds.ingest.sources import (
     join_spec_list,
     split_chain,
 )
+from dexorder_feeds.ingest.sources.ccxt_source import CcxtSource
 from dexorder_feeds.ingest.sources.files import FilesSource, pair_directory_name
 from dexorder_feeds.ingest.sources.sim import SimulatedSource
 from dexorder_feeds.plugins import get_plugin_manager
-from dexorder_feeds.vocabulary.errors import UnknownSourceError
+from dexorder_feeds.vocabulary.errors import RequestFailedError, UnknownSourceError
 from dexorder_feeds.vocabulary.markets import MarketInfo
 from dexorder_feeds.vocabulary.tickers import Ticker, parse_ticker
 from dexorder_feeds.wire import HistoryRequest, Notification
@@ -249,3 +252,34 @@ def test_the_embedded_client_fetches_the_full_range_through_a_chain(tmp_path: Pa
     assert len(df) == 168
     assert list(df["timestamp"]) == list(range(WEEK[0], WEEK[1], H))
     assert gapfill.asked == [HOLE]
+
+
+# -- a source that cannot be reached ------------------------------------------------------------------
+
+def unreachable_binance() -> CcxtSource:
+    """A real ccxt Binance whose API addresses are a loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exchange = ccxt.binance({"enableRateLimit": False, "timeout": 5000})
+    exchange.urls["api"] = {key: f"http://127.0.0.1:{port}/{key}" if isinstance(url, str) else url
+                            for key, url in exchange.urls["api"].items()}
+    return CcxtSource("binance", exchange=exchange)
+
+
+def test_an_unreachable_source_is_passed_over_and_what_it_was_asked_stays_unknown(tmp_path: Path) -> None:
+    files = FilesSource(write_files(tmp_path, file_rows()))
+    chain = SourceChain([("files:D", files), ("ccxt:binance", unreachable_binance())])
+    got = chain.fetch_candles(BTC, 3600, WEEK[0], WEEK[1] + DAY)  # Jan 8 is in no file either
+    assert len(got.frame) == 6 * 24
+    assert got.checked == [(JAN1, HOLE[0]), (HOLE[1], WEEK[1])]
+    with_later = SourceChain([("files:D", files), ("ccxt:binance", unreachable_binance()), ("gapfill", GapFill())])
+    got = with_later.fetch_candles(BTC, 3600, *WEEK)
+    assert got.checked == [WEEK] and len(got.frame) == 7 * 24
+
+
+def test_when_no_source_answers_the_first_failure_is_raised(tmp_path: Path) -> None:
+    files = FilesSource(write_files(tmp_path, file_rows()))
+    chain = SourceChain([("files:D", files), ("ccxt:binance", unreachable_binance())])
+    with pytest.raises(RequestFailedError, match="binance could not be reached.*--source BINANCE=files:DIR"):
+        chain.fetch_candles(parse_ticker("BINANCE:ETH/USDT"), 3600, *WEEK)  # no files for ETH

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...vocabulary.errors import UnknownSourceError
+from ...vocabulary.errors import RequestFailedError, UnknownSourceError
 from ...vocabulary.markets import VALUE_COLUMNS, MarketInfo, scale_to_integers
 from ...vocabulary.ranges import Interval, intervals_from_timestamps, merge_intervals, subtract_intervals
 from ...vocabulary.tickers import Ticker
@@ -182,6 +182,10 @@ class SourceChain(IngestSource):
       source that lacks the asked period is skipped.
     - **precision**: the finest decimals of the sources that gave candles; values of the
       others are widened exactly, so nothing loses precision.
+    - **failures**: a source that cannot be reached or refuses (:class:`RequestFailedError`)
+      is logged and passed over: what it was asked stays unknown unless a later source answers.
+      When no source answered anything, the first failure is raised. Other errors (a malformed
+      file, impossible candles) are raised at once.
     """
 
     name = "chain"
@@ -211,6 +215,7 @@ class SourceChain(IngestSource):
         served: list[tuple[Interval, str]] = []
         candle_parts: list[Interval] = []
         vouched: list[tuple[str, list[Interval]]] = []  # per source asked: what it vouched for
+        failures: list[RequestFailedError] = []
         for spec, source in self.members:
             if not lacking:
                 break
@@ -223,7 +228,13 @@ class SourceChain(IngestSource):
             checked: list[Interval] = []
             stamps: list[np.ndarray] = []
             for a, b in asks:
-                got = source.fetch_candles(ticker, period_seconds, a, b)
+                try:
+                    got = source.fetch_candles(ticker, period_seconds, a, b)
+                except RequestFailedError as exc:  # unreachable or refused: the next source is asked
+                    log.warning("%s: %s failed for %s [%d, %d), which stays unknown unless a later source "
+                                "answers: %s", self, spec, ticker, a, b, exc)
+                    failures.append(exc)
+                    continue
                 first = first or got
                 checked.extend([(a, b)] if got.checked is None else _clip(got.checked, [(a, b)]))
                 ts = got.frame["timestamp"].to_numpy(dtype=np.int64)
@@ -246,6 +257,8 @@ class SourceChain(IngestSource):
         if vouched:
             served.extend((part, vouched[-1][0]) for part in empty)
         checked_all = _clip(candle_parts + empty, [(start, stop)])
+        if failures and not checked_all:
+            raise failures[0]  # no source answered anything: say why the first could not
         market, frame, scaled = self._merge(ticker, answers, first)
         return SourceCandles(market, frame, scaled=scaled, checked=checked_all,
                              served_by=sorted(served, key=lambda item: item[0]))

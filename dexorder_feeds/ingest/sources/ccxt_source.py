@@ -337,7 +337,7 @@ class CcxtSource(IngestSource):
                 format_micros(asked * 1000), format_micros(first * 1000), format_micros(first * 1000))
         if ignored_since and not kept and not checked:
             asked, first, last = ignored_since[0]
-            raise DataError(
+            raise RequestFailedError(
                 f"{self.exchange_id} answered {symbol} {timeframe} candles only from {format_micros(first * 1000)} "
                 f"(its newest) when asked for [{format_micros(start)}, {format_micros(stop)}): it has none that old, "
                 f"or it ignores `since` and serves only its latest candles (ccxt's {self.exchange_id} may not page "
