@@ -333,3 +333,70 @@ def test_okx_page_one_candle_short_at_its_edge_leaves_that_candle_unknown(okx: A
     assert [str(v) for v in got.frame["close"]] == [okx_row(0, k)[4] for k in range(1, 5)]
     assert got.checked == [(JAN1 + H, JAN1 + 5 * H)]  # 00:00 was not answered for: asked again later
     assert (got.market.price_decimals, got.market.volume_decimals) == (1, 8)
+
+
+# -- Kraken: OHLC serves only its latest candles, whatever `since` says (ccxt #4449) -----------------
+
+KRAKEN_PAIRS = {"error": [], "result": {"XXBTZUSD": {
+    "altname": "XBTUSD", "wsname": "XBT/USD", "aclass_base": "currency", "base": "XXBT", "aclass_quote": "currency",
+    "quote": "ZUSD", "lot": "unit", "cost_decimals": 5, "pair_decimals": 1, "lot_decimals": 8, "lot_multiplier": 1,
+    "leverage_buy": [2, 3, 4, 5], "leverage_sell": [2, 3, 4, 5], "fees": [[0, 0.4]], "fees_maker": [[0, 0.25]],
+    "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40, "ordermin": "0.00005", "costmin": "0.5",
+    "tick_size": "0.1", "status": "online"}}}
+KRAKEN_ASSETS = {"error": [], "result": {
+    "XXBT": {"aclass": "currency", "altname": "XBT", "decimals": 10, "display_decimals": 5, "status": "enabled"},
+    "ZUSD": {"aclass": "currency", "altname": "USD", "decimals": 4, "display_decimals": 2, "status": "enabled"}}}
+FEB1 = JAN1 + 31 * DAY
+XBT = parse_ticker("KRAKEN:BTC/USD")
+
+
+def kraken_latest(count: int) -> dict[str, Any]:
+    """GET /0/public/OHLC as Kraken answers it: its latest `count` hourly candles up to Feb 1 00:00
+    (the open one last), each [time s, open, high, low, close, vwap, volume, trades]."""
+    rows = []
+    for k in range(count):
+        t = (FEB1 - (count - 1 - k) * H) // 1_000_000
+        price = 102000 + k
+        rows.append([t, f"{price}.0", f"{price + 30}.5", f"{price - 20}.1", f"{price + 4}.2", f"{price + 1}.7",
+                     f"{k % 4 + 1}.50000000", 100 + k])
+    return {"error": [], "result": {"XXBTZUSD": rows, "last": rows[-1][0]}}
+
+
+@pytest.fixture
+def kraken(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(ccxt_source, "now_micros", lambda: FEB1 + 30 * 60_000_000)  # Feb 1 00:30
+    adapter = Recorded("api.kraken.com")
+    adapter.record("/0/public/Assets", {}, KRAKEN_ASSETS)
+    adapter.record("/0/public/AssetPairs", {}, KRAKEN_PAIRS)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    exchange = ccxt.kraken({"enableRateLimit": False, "session": session})
+    yield exchange, adapter
+    assert adapter.unmatched == [], "the source made requests that have no recording"
+
+
+def test_kraken_answering_old_history_with_its_latest_candles_fails_clearly(
+        kraken: Any, caplog: pytest.LogCaptureFixture) -> None:
+    exchange, adapter = kraken
+    # ccxt sends since - 1 period in seconds; Kraken answers with its latest candles anyway.
+    adapter.record("/0/public/OHLC", {"pair": "XXBTZUSD", "interval": 60, "since": (JAN1 - H) // 1_000_000},
+                   kraken_latest(48))
+    with caplog.at_level(logging.WARNING), pytest.raises(RequestFailedError) as info:
+        CcxtSource("kraken", exchange=exchange).fetch_candles(XBT, 3600, JAN1, JAN1 + DAY)
+    message = str(info.value)
+    assert "kraken answered BTC/USD 1h candles only from 2025-01-30" in message
+    assert "ignores `since`" in message and "Nothing was stored" in message
+    assert "--source KRAKEN=files:DIR,ccxt:kraken" in message
+    assert "ignores `since`" in caplog.text
+
+
+def test_kraken_serves_a_range_inside_its_latest_candles(kraken: Any) -> None:
+    exchange, adapter = kraken
+    day = (FEB1 - DAY, FEB1)
+    adapter.record("/0/public/OHLC", {"pair": "XXBTZUSD", "interval": 60, "since": (day[0] - H) // 1_000_000},
+                   kraken_latest(48))
+    got = CcxtSource("kraken", exchange=exchange).fetch_candles(XBT, 3600, *day)
+    assert timestamps(got) == list(range(day[0], day[1], H))
+    assert got.checked == [day]
+    assert [str(v) for v in got.frame["close"]][:2] == ["102027.2", "102028.2"]  # k = 23, 24 of the 48
+    assert (got.market.price_decimals, got.market.volume_decimals) == (1, 8)

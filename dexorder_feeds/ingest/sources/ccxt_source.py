@@ -272,7 +272,8 @@ class CcxtSource(IngestSource):
         exchange); the stretch between where a page was asked from and its first candle is
         proven only for exchanges whose ``since`` is documented as "the first candle at or
         after" (:data:`EXACT_SINCE_EXCHANGES`), and never when the page reaches the exchange's
-        newest candle (the signature of an exchange that ignored ``since``). An empty page
+        newest candle or, elsewhere, starts past all it was asked for (the signatures of an
+        exchange that ignored ``since``: a warning, and an error if nothing is left). An empty page
         proves nothing; paging jumps ahead past it to look for later candles. Candles outside
         the range are dropped and prove nothing about it.
         """
@@ -312,9 +313,11 @@ class CcxtSource(IngestSource):
                 page_stop = period_end(period_seconds, last * 1000) // 1000
                 if first <= since:
                     proven_from = first
-                elif page_stop >= newest_stop_ms:
-                    # Starts late and runs to the newest candle: the exchange may have ignored
-                    # `since` and sent its latest candles (ccxt #4449, #7981, #6490).
+                elif page_stop >= newest_stop_ms or (
+                        not self.exact_since and first >= shift_periods(period_seconds, since * 1000, limit) // 1000):
+                    # Starts late and runs to the newest candle, or (where `since` is not known
+                    # to be exact) starts past everything it was asked for: the exchange may
+                    # have ignored `since` and sent its latest candles (ccxt #4449, #7981, #6490).
                     ignored_since.append((since, first, last))
                     proven_from = first
                 else:
@@ -331,7 +334,7 @@ class CcxtSource(IngestSource):
                  ", ".join(f"[{format_micros(a)}, {format_micros(b)})" for a, b in checked) or "nothing")
         for asked, first, last in ignored_since:
             log.warning(
-                "%s answered %s %s candles from %s to %s (its newest) when asked from %s: it has none before %s "
+                "%s answered %s %s candles from %s to %s when asked from %s: it has none before %s "
                 "or it ignores `since` and sends only its latest candles; the time before %s is left unknown",
                 self.exchange_id, symbol, timeframe, format_micros(first * 1000), format_micros(last * 1000),
                 format_micros(asked * 1000), format_micros(first * 1000), format_micros(first * 1000))
@@ -339,7 +342,7 @@ class CcxtSource(IngestSource):
             asked, first, last = ignored_since[0]
             raise RequestFailedError(
                 f"{self.exchange_id} answered {symbol} {timeframe} candles only from {format_micros(first * 1000)} "
-                f"(its newest) when asked for [{format_micros(start)}, {format_micros(stop)}): it has none that old, "
+                f"when asked for [{format_micros(start)}, {format_micros(stop)}): it has none that old, "
                 f"or it ignores `since` and serves only its latest candles (ccxt's {self.exchange_id} may not page "
                 "through history). Nothing was stored or recorded for this range. For older candles put another "
                 f"source first: --source {ticker.exchange}=files:DIR,ccxt:{self.exchange_id}"
