@@ -283,3 +283,24 @@ def test_when_no_source_answers_the_first_failure_is_raised(tmp_path: Path) -> N
     chain = SourceChain([("files:D", files), ("ccxt:binance", unreachable_binance())])
     with pytest.raises(RequestFailedError, match="binance could not be reached.*--source BINANCE=files:DIR"):
         chain.fetch_candles(parse_ticker("BINANCE:ETH/USDT"), 3600, *WEEK)  # no files for ETH
+
+
+class Holds(GapFill):
+    """A GapFill that holds only the given periods."""
+
+    def __init__(self, periods: list[int]) -> None:
+        super().__init__()
+        self.held = periods
+
+    def periods(self, ticker: Ticker) -> list[int] | None:
+        return self.held
+
+
+def test_without_a_common_period_the_chain_offers_all_and_skips_who_lacks_the_asked_one() -> None:
+    two_hours, hourly = Holds([7200]), Holds([60, 3600])
+    chain = SourceChain([("two", two_hours), ("hourly", hourly)])
+    assert chain.periods(BTC) == [60, 3600, 7200]
+    got = chain.fetch_candles(BTC, 3600, JAN1, JAN1 + 4 * H)
+    assert two_hours.asked == [] and hourly.asked == [(JAN1, JAN1 + 4 * H)]
+    assert got.served_by == [((JAN1, JAN1 + 4 * H), "hourly")]
+    assert SourceChain([("a", Holds([3600, 86400])), ("b", Holds([60, 3600, 86400]))]).periods(BTC) == [3600, 86400]
