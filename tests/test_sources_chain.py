@@ -206,6 +206,9 @@ def test_scaled_and_natural_answers_merge_at_the_finest_decimals_exactly(tmp_pat
     hole = got.frame[(got.frame["timestamp"] >= HOLE[0]) & (got.frame["timestamp"] < HOLE[1])]
     assert list(hole["close"]) == list(sim["close"])  # 2 decimals both sides
     assert list(hole["volume"]) == [int(v) * 100 for v in sim["volume"]]  # 6 -> 8 decimals, exact
+    assert str(got.frame["buy_vol"].dtype) == "Int64"  # the files have none: nulls, never floats
+    assert got.frame["buy_vol"].isna().sum() == 6 * 24
+    assert list(hole["buy_vol"]) == [int(v) * 100 for v in sim["buy_vol"]]
 
 
 def test_a_source_without_the_period_is_skipped_and_periods_are_the_common_ones(tmp_path: Path) -> None:
@@ -304,3 +307,23 @@ def test_without_a_common_period_the_chain_offers_all_and_skips_who_lacks_the_as
     assert two_hours.asked == [] and hourly.asked == [(JAN1, JAN1 + 4 * H)]
     assert got.served_by == [((JAN1, JAN1 + 4 * H), "hourly")]
     assert SourceChain([("a", Holds([3600, 86400])), ("b", Holds([60, 3600, 86400]))]).periods(BTC) == [3600, 86400]
+
+
+def test_historian_stores_files_and_sim_merged_as_integers(tmp_path: Path, warehouse: Any) -> None:
+    root = write_files(tmp_path, file_rows())
+    historian = Historian(warehouse, SourceRegistry({"BINANCE": f"files:{root},sim"}))
+    try:
+        note = historian.handle(HistoryRequest(request_id="sim-chain", client_id="test", ticker=str(BTC),
+                                               period_seconds=3600, start_time=WEEK[0], end_time=WEEK[1] - 1))
+    finally:
+        historian.close()
+    assert note.status == Notification.OK, note.error_message
+    assert note.row_count == 168
+    market = warehouse.read_market(str(BTC))
+    assert (market.price_decimals, market.volume_decimals) == (2, 6)  # SIM's 6 volume decimals beat 3
+    table, _ = warehouse.read_candles(str(BTC), 3600, WEEK)
+    stored = {t: (c, v, b) for t, c, v, b in zip(*(table[n].to_pylist() for n in ("timestamp", "close", "volume",
+                                                                                   "buy_vol")))}
+    assert stored[JAN1] == (9400125, 1125000, None)  # files: 94001.25 and 1.125, no taker volume
+    sim = SimulatedSource().fetch_candles(BTC, 3600, HOLE[0], HOLE[0] + H).frame.iloc[0]
+    assert stored[HOLE[0]] == (int(sim["close"]), int(sim["volume"]), int(sim["buy_vol"]))

@@ -279,14 +279,11 @@ class SourceChain(IngestSource):
         else:  # integers at the finest decimals: natural values scaled, integers widened exactly
             frames = []
             for got, frame in answers:
-                if not got.scaled:
-                    frames.append(scale_to_integers(frame, market))
-                    continue
-                widened = frame.copy()
+                widened = scale_to_integers(frame, market) if not got.scaled else frame.copy()
                 for column in VALUE_COLUMNS:
-                    if column in widened.columns:
-                        shift = market.decimals_for(column) - got.market.decimals_for(column)
-                        widened[column] = widened[column].astype("Int64") * 10**shift
+                    if column in widened.columns:  # nullable integers: a column one source lacks
+                        shift = 0 if not got.scaled else market.decimals_for(column) - got.market.decimals_for(column)
+                        widened[column] = widened[column].astype("Int64") * 10**shift  # stays exact, not float
                 frames.append(widened)
             scaled = True
         merged = pd.concat(frames, ignore_index=True, sort=False)
