@@ -320,19 +320,39 @@ def okx() -> Any:
     assert adapter.unmatched == [], "the source made requests that have no recording"
 
 
-def test_okx_page_one_candle_short_at_its_edge_leaves_that_candle_unknown(okx: Any) -> None:
-    exchange, adapter = okx
-    # ccxt asks before=since-1 & after=since+limit*period; this answer still lacks the candle at
-    # `since` (OKX's `before` is exclusive; ccxt #21036/#21049): 4 of 5 rows, newest first.
-    rows = [okx_row(JAN1_MS + k * H_MS, k) for k in range(4, 0, -1)]
+def okx_candles(adapter: Recorded, since_ms: int, limit: int, first_ms: int, count: int) -> None:
+    """Record OKX's answer to ccxt's request from `since_ms`: `count` rows from `first_ms`, newest first."""
+    rows = [okx_row(first_ms + k * H_MS, (first_ms - JAN1_MS) // H_MS + k) for k in range(count - 1, -1, -1)]
     adapter.record("/api/v5/market/history-candles",
-                   {"instId": "BTC-USDT", "bar": "1H", "limit": 5, "before": JAN1_MS - 1, "after": JAN1_MS + 5 * H_MS},
+                   {"instId": "BTC-USDT", "bar": "1H", "limit": limit, "before": since_ms - 1,
+                    "after": since_ms + limit * H_MS},
                    {"code": "0", "msg": "", "data": rows})
+
+
+def test_okx_page_one_candle_short_at_its_edge_is_asked_again_from_a_period_earlier(okx: Any) -> None:
+    exchange, adapter = okx
+    # ccxt asks before=since-1 & after=since+limit*period; this OKX answer still lacks the candle
+    # at `since` (its `before` taken as exclusive, ccxt #21036/#21049): 4 rows of the 5 asked.
+    okx_candles(adapter, JAN1_MS, 5, JAN1_MS + H_MS, 4)
+    # Asked again from 23:00 the day before, it sends (again one short) 00:00 .. 04:00.
+    okx_candles(adapter, JAN1_MS - H_MS, 6, JAN1_MS, 5)
     got = CcxtSource("okx", exchange=exchange).fetch_candles(parse_ticker("OKX:BTC/USDT"), 3600, JAN1, JAN1 + 5 * H)
-    assert timestamps(got) == [JAN1 + k * H for k in range(1, 5)]
-    assert [str(v) for v in got.frame["close"]] == [okx_row(0, k)[4] for k in range(1, 5)]
-    assert got.checked == [(JAN1 + H, JAN1 + 5 * H)]  # 00:00 was not answered for: asked again later
+    assert [(int(q["before"]) + 1, int(q["limit"])) for q in adapter.queries("/api/v5/market/history-candles")] == [
+        (JAN1_MS, 5), (JAN1_MS - H_MS, 6)]
+    assert timestamps(got) == [JAN1 + k * H for k in range(5)]
+    assert [str(v) for v in got.frame["close"]] == [okx_row(0, k)[4] for k in range(5)]
+    assert got.checked == [(JAN1, JAN1 + 5 * H)]
     assert (got.market.price_decimals, got.market.volume_decimals) == (1, 8)
+
+
+def test_okx_edge_candle_still_missing_after_the_second_ask_stays_unknown(okx: Any) -> None:
+    exchange, adapter = okx
+    okx_candles(adapter, JAN1_MS, 5, JAN1_MS + H_MS, 4)
+    okx_candles(adapter, JAN1_MS - H_MS, 6, JAN1_MS + H_MS, 4)  # no 00:00 candle either way
+    got = CcxtSource("okx", exchange=exchange).fetch_candles(parse_ticker("OKX:BTC/USDT"), 3600, JAN1, JAN1 + 5 * H)
+    assert len(adapter.queries("/api/v5/market/history-candles")) == 2  # asked again once, not more
+    assert timestamps(got) == [JAN1 + k * H for k in range(1, 5)]
+    assert got.checked == [(JAN1 + H, JAN1 + 5 * H)]  # 00:00 was not answered for: asked again later
 
 
 # -- Kraken: OHLC serves only its latest candles, whatever `since` says (ccxt #4449) -----------------

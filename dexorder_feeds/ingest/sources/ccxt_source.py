@@ -291,6 +291,7 @@ class CcxtSource(IngestSource):
             spans: list[tuple[int, int]] = []
             ignored_since: list[tuple[int, int, int]] = []  # (asked from, first, last) of suspect pages
             since, calls, empty_run, empty_pages = start_ms, 0, 0, 0
+            backed_off = -1  # where a page one candle short was asked again from (once)
             while since < end_ms:
                 limit = min(self.page_limit, period_count(period_seconds, since * 1000, end_ms * 1000))
                 rows, page_buys = self._fetch_page(symbol, timeframe, since, limit, buy_index, ticker.exchange)
@@ -311,6 +312,12 @@ class CcxtSource(IngestSource):
                     candles[int(row[0])] = row
                 first, last = stamps[0], stamps[-1]
                 page_stop = period_end(period_seconds, last * 1000) // 1000
+                if (not self.exact_since and since != backed_off and since > 0
+                        and first == shift_periods(period_seconds, since * 1000, 1) // 1000):
+                    # One candle short at its front edge (OKX's exclusive `before`, ccxt #21036,
+                    # #21049): ask once more from a period earlier, so the edge falls inside a page.
+                    backed_off = since = shift_periods(period_seconds, since * 1000, -1) // 1000
+                    continue
                 if first <= since:
                     proven_from = first
                 elif page_stop >= newest_stop_ms or (
