@@ -273,7 +273,8 @@ class CcxtSource(IngestSource):
         proven only for exchanges whose ``since`` is documented as "the first candle at or
         after" (:data:`EXACT_SINCE_EXCHANGES`), and never when the page reaches the exchange's
         newest candle or, elsewhere, starts past all it was asked for (the signatures of an
-        exchange that ignored ``since``: a warning, and an error if nothing is left). An empty page
+        exchange that ignored ``since``: a warning, and an error if nothing is left). Elsewhere a
+        page exactly one candle late is asked once more from a period earlier. An empty page
         proves nothing; paging jumps ahead past it to look for later candles. Candles outside
         the range are dropped and prove nothing about it.
         """
