@@ -25,7 +25,7 @@ import pandas as pd
 
 from ...vocabulary.errors import RequestFailedError, UnknownSourceError
 from ...vocabulary.markets import VALUE_COLUMNS, MarketInfo, scale_to_integers
-from ...vocabulary.ranges import Interval, intervals_from_timestamps, merge_intervals, subtract_intervals
+from ...vocabulary.ranges import Interval, intervals_from_timestamps, merge_intervals
 from ...vocabulary.tickers import Ticker
 
 __all__ = ["IngestSource", "SourceCandles", "SourceChain", "SourceRegistry", "join_spec_list", "parse_source_specs",
@@ -151,18 +151,49 @@ def _member_names(spec: str, names: Iterable[str]) -> list[str]:
 
 
 def _clip(intervals: Iterable[Interval], within: Iterable[Interval]) -> list[Interval]:
-    """The parts of ``intervals`` inside ``within`` (both lists of half-open intervals)."""
+    """The parts of ``intervals`` inside ``within`` (a linear sweep over both, merged)."""
+    a, b = merge_intervals(intervals), merge_intervals(within)
     out: list[Interval] = []
-    for a, b in merge_intervals(within):
-        out.extend((max(a, x), min(b, y)) for x, y in merge_intervals(intervals) if max(a, x) < min(b, y))
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
     return merge_intervals(out)
 
 
+def _subtract(intervals: list[Interval], remove: Iterable[Interval]) -> list[Interval]:
+    """The parts of ``intervals`` (merged) outside ``remove`` (a linear sweep)."""
+    cuts = merge_intervals(remove)
+    out: list[Interval] = []
+    j = 0
+    for start, stop in merge_intervals(intervals):
+        cursor = start
+        while j < len(cuts) and cuts[j][1] <= cursor:
+            j += 1
+        k = j
+        while k < len(cuts) and cuts[k][0] < stop:
+            if cuts[k][0] > cursor:
+                out.append((cursor, cuts[k][0]))
+            cursor = max(cursor, cuts[k][1])
+            k += 1
+        if cursor < stop:
+            out.append((cursor, stop))
+    return out
+
+
 def _inside(ts: np.ndarray, intervals: list[Interval]) -> np.ndarray:
-    keep = np.zeros(len(ts), dtype=bool)
-    for a, b in intervals:
-        keep |= (ts >= a) & (ts < b)
-    return keep
+    """Which timestamps lie in one of ``intervals`` (sorted, disjoint)."""
+    if not intervals:
+        return np.zeros(len(ts), dtype=bool)
+    starts = np.array([a for a, _ in intervals], dtype=np.int64)
+    stops = np.array([b for _, b in intervals], dtype=np.int64)
+    index = np.searchsorted(starts, ts, side="right") - 1
+    return (index >= 0) & (ts < stops[np.maximum(index, 0)])
 
 
 class SourceChain(IngestSource):
@@ -248,7 +279,7 @@ class SourceChain(IngestSource):
             served.extend((part, spec) for part in covered)
             candle_parts.extend(covered)
             vouched.append((spec, _clip(checked, lacking)))
-            lacking = [part for iv in lacking for part in subtract_intervals(iv, covered)]
+            lacking = _subtract(lacking, covered)
             log.info("%s: %s gave candles for %d part(s) of %s %ss; %d part(s) left", self, spec, len(covered),
                      ticker, period_seconds, len(lacking))
         empty: list[Interval] = lacking if vouched else []
