@@ -273,7 +273,8 @@ class CcxtSource(IngestSource):
         proven only for exchanges whose ``since`` is documented as "the first candle at or
         after" (:data:`EXACT_SINCE_EXCHANGES`), and never when the page reaches the exchange's
         newest candle or, elsewhere, starts past all it was asked for (the signatures of an
-        exchange that ignored ``since``: a warning, and an error if nothing is left). Elsewhere a
+        exchange that ignored ``since``: a warning, and where ``since`` is not known exact, an
+        error if nothing of the range is left). Elsewhere a
         page exactly one candle late is asked once more from a period earlier. An empty page
         proves nothing; paging jumps ahead past it to look for later candles. Candles outside
         the range are dropped and prove nothing about it.
@@ -346,7 +347,9 @@ class CcxtSource(IngestSource):
                 "or it ignores `since` and sends only its latest candles; the time before %s is left unknown",
                 self.exchange_id, symbol, timeframe, format_micros(first * 1000), format_micros(last * 1000),
                 format_micros(asked * 1000), format_micros(first * 1000), format_micros(first * 1000))
-        if ignored_since and not kept and not checked:
+        if ignored_since and not kept and not checked and not self.exact_since:
+            # Where `since` is exact (Binance), the same answer means a market listed less than a
+            # page ago: nothing is proven, but it is no error.
             asked, first, last = ignored_since[0]
             raise RequestFailedError(
                 f"{self.exchange_id} answered {symbol} {timeframe} candles only from {format_micros(first * 1000)} "
