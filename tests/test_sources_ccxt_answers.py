@@ -177,6 +177,16 @@ def test_candles_outside_the_asked_range_are_dropped_and_prove_nothing_beyond_it
     assert got.checked == [(JAN1 + 2 * H, JAN1 + 5 * H)]
 
 
+def test_asking_again_from_a_period_earlier_happens_once_per_position(binance: Any) -> None:
+    exchange, adapter, klines = binance
+    klines(JAN1_MS, 3, hours(JAN1_MS + H_MS, 2))  # one short at its front edge
+    klines(JAN1_MS - H_MS, 4, hours(JAN1_MS - H_MS, 1))  # asked again: only the candle before
+    got = CcxtSource("binance", exchange=exchange, exact_since=False).fetch_candles(BTC, 3600, JAN1, JAN1 + 3 * H)
+    assert asked(adapter) == [(JAN1_MS, 3), (JAN1_MS - H_MS, 4), (JAN1_MS, 3)]  # then on, no loop
+    assert timestamps(got) == [JAN1 + H, JAN1 + 2 * H]  # the candle before the range is dropped
+    assert got.checked == [(JAN1 + H, JAN1 + 3 * H)]
+
+
 # -- `since` ignored: the latest candles instead (ccxt #4449 kraken, #7981 huobi, #6490) ------------
 
 def test_latest_candles_instead_of_the_asked_ones_prove_nothing_even_on_binance(

@@ -293,7 +293,7 @@ class CcxtSource(IngestSource):
             spans: list[tuple[int, int]] = []
             ignored_since: list[tuple[int, int, int]] = []  # (asked from, first, last) of suspect pages
             since, calls, empty_run, empty_pages = start_ms, 0, 0, 0
-            backed_off = -1  # where a page one candle short was asked again from (once)
+            retried: set[int] = set()  # where a page one candle short was asked again from, and from where
             while since < end_ms:
                 limit = min(self.page_limit, period_count(period_seconds, since * 1000, end_ms * 1000))
                 rows, page_buys = self._fetch_page(symbol, timeframe, since, limit, buy_index, ticker.exchange)
@@ -314,11 +314,13 @@ class CcxtSource(IngestSource):
                     candles[int(row[0])] = row
                 first, last = stamps[0], stamps[-1]
                 page_stop = period_end(period_seconds, last * 1000) // 1000
-                if (not self.exact_since and since != backed_off and since > 0
+                if (not self.exact_since and since not in retried and since > 0
                         and first == shift_periods(period_seconds, since * 1000, 1) // 1000):
                     # One candle short at its front edge (OKX's exclusive `before`, ccxt #21036,
                     # #21049): ask once more from a period earlier, so the edge falls inside a page.
-                    backed_off = since = shift_periods(period_seconds, since * 1000, -1) // 1000
+                    retried.add(since)
+                    since = shift_periods(period_seconds, since * 1000, -1) // 1000
+                    retried.add(since)
                     continue
                 if first <= since:
                     proven_from = first
