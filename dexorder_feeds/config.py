@@ -92,9 +92,10 @@ class Settings:
 
 
 def _parse_sources(text: str) -> dict[str, str]:
-    from .ingest.sources import parse_source_specs
+    """``BINANCE=files:/d,ccxt:binance,KRAKEN=ccxt:kraken``: entries, each maybe a fallback chain."""
+    from .ingest.sources import join_spec_list, parse_source_specs
 
-    return parse_source_specs([item for item in text.split(",") if item.strip()])
+    return parse_source_specs(join_spec_list(text.split(",")))
 
 
 def _env_catalog_properties(environ: Mapping[str, str]) -> dict[str, str]:

@@ -25,7 +25,8 @@ def _add_warehouse_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog-property", action="append", default=[], metavar="KEY=VALUE",
                         help="pyiceberg catalog property, repeatable (e.g. s3.endpoint=http://…)")
     parser.add_argument("--source", action="append", default=[], metavar="EXCHANGE=SPEC",
-                        help="ingest source for an exchange, repeatable: sim, files:/dir, ccxt:binance")
+                        help="ingest source for an exchange, repeatable: sim, files:/dir, ccxt:binance, "
+                           "or a fallback chain files:/dir,ccxt:binance")
 
 
 def _catalog_properties(items: Sequence[str]) -> dict[str, str]:
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     team.add_argument("--notification-port", type=int, default=5557, help="notification port (default 5557)")
     team.add_argument("--namespace", default="trading", help="Iceberg namespace (default: trading)")
     team.add_argument("--source", action="append", default=[], metavar="EXCHANGE=SPEC",
-                      help="ingest source for an exchange, repeatable: sim, files:/dir, ccxt:binance")
+                      help="ingest source for an exchange, repeatable: sim, files:/dir, ccxt:binance, "
+                           "or a fallback chain files:/dir,ccxt:binance")
     team.add_argument("--workers", type=int, default=4, help="historian worker threads (default 4)")
     team.add_argument("--weed-port", action="append", default=[], metavar="OPTION=PORT",
                       help="another SeaweedFS port, repeatable, e.g. master.port=9333 (defaults: SeaweedFS's own)")

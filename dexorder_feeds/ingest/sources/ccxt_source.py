@@ -33,12 +33,14 @@ from ...vocabulary.periods import (
     period_end,
     period_floor,
     period_label,
+    shift_periods,
 )
+from ...vocabulary.ranges import merge_intervals
 from ...vocabulary.tickers import Ticker
 from ...vocabulary.times import format_micros, now_micros
 from . import IngestSource, SourceCandles
 
-__all__ = ["CcxtSource", "MAX_DECIMALS", "DEFAULT_PAGE_LIMIT", "decimals_of_precision"]
+__all__ = ["CcxtSource", "MAX_DECIMALS", "DEFAULT_PAGE_LIMIT", "EXACT_SINCE_EXCHANGES", "decimals_of_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,11 @@ MAX_DECIMALS = 12
 DEFAULT_PAGE_LIMIT = 1000
 _INT64_MAX = 2**63 - 1
 _OHLCV_COLUMNS = ("open", "high", "low", "close", "volume")
+
+EXACT_SINCE_EXCHANGES = frozenset({"binance", "binanceus", "binanceusdm", "binancecoinm"})
+"""Exchanges whose candle endpoint documents ``startTime`` as "candles opening at or after it,
+oldest first": a page from ``since`` whose first candle opens later proves nothing opened in
+between (a listing date, a maintenance gap). Elsewhere that stretch stays unknown."""
 
 
 def _import_ccxt() -> Any:
@@ -91,8 +98,22 @@ def decimals_of_precision(precision: Any, mode: int, ccxt: Any) -> int | None:
     return None
 
 
+def unreachable_hint(exchange: str, exchange_id: str) -> str:
+    """How to serve ``exchange`` without reaching it: the ways to configure a source."""
+    return (
+        f"serve {exchange} from candle files instead: --source {exchange}=files:DIR on the command line, "
+        f"DEXORDER_SOURCES={exchange}=files:DIR in the environment, sources=[\"{exchange}=files:DIR\"] in "
+        "Python, or a [sources] table in the config file (layout of DIR: docs/sources.md). "
+        f"With {exchange}=files:DIR,ccxt:{exchange_id} the exchange is asked only for what the files lack."
+    )
+
+
 class CcxtSource(IngestSource):
-    """Candles from one ccxt exchange (``ccxt:binance``)."""
+    """Candles from one ccxt exchange (``ccxt:binance``).
+
+    ``exact_since`` says whether the exchange's ``since`` means "the first candle at or after"
+    (default: true for :data:`EXACT_SINCE_EXCHANGES`); ``page_limit`` caps the candles asked per call.
+    """
 
     name = "ccxt"
 
@@ -102,6 +123,7 @@ class CcxtSource(IngestSource):
         *,
         exchange: Any = None,
         page_limit: int = DEFAULT_PAGE_LIMIT,
+        exact_since: bool | None = None,
     ) -> None:
         self._ccxt = _import_ccxt()
         if page_limit <= 0:
@@ -119,6 +141,7 @@ class CcxtSource(IngestSource):
             exchange = getattr(self._ccxt, exchange_id)({"enableRateLimit": True})
         self.exchange = exchange
         self.exchange_id: str = exchange_id.strip().lower() if exchange_id else str(exchange.id)
+        self.exact_since = self.exchange_id in EXACT_SINCE_EXCHANGES if exact_since is None else exact_since
         if not exchange.has.get("fetchOHLCV"):
             raise UnknownSourceError(f"ccxt's {self.exchange_id} offers no candles (fetchOHLCV); choose another source")
         self._lock = threading.Lock()
@@ -128,7 +151,7 @@ class CcxtSource(IngestSource):
 
     # -- errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _translate_errors(self, action: str, symbol: str | None = None) -> Iterator[None]:
+    def _translate_errors(self, action: str, symbol: str | None = None, exchange: str | None = None) -> Iterator[None]:
         """ccxt's exceptions as dexorder_feeds errors, the most specific match first."""
         ccxt = self._ccxt
         try:
@@ -136,9 +159,10 @@ class CcxtSource(IngestSource):
         except ccxt.BadSymbol as exc:
             raise InvalidTickerError(f"{self.exchange_id} does not list {symbol or 'this symbol'} ({exc})") from exc
         except ccxt.NetworkError as exc:
+            hint = unreachable_hint(exchange or self.exchange_id.upper(), self.exchange_id)
             raise RequestFailedError(
-                f"{self.exchange_id} could not be reached while {action} ({type(exc).__name__}: {exc}); "
-                "check the network connection and retry later"
+                f"{self.exchange_id} could not be reached while {action} ({type(exc).__name__}: {exc}). "
+                f"Check the network connection and retry later, or {hint}"
             ) from exc
         except ccxt.BaseError as exc:
             raise RequestFailedError(
@@ -179,7 +203,7 @@ class CcxtSource(IngestSource):
         return timeframe
 
     def _market(self, ticker: Ticker) -> dict[str, Any]:
-        with self._translate_errors("loading its markets"):
+        with self._translate_errors("loading its markets", exchange=ticker.exchange):
             markets = self.exchange.load_markets()
         symbol = ticker.symbol
         market = markets.get(symbol)
@@ -205,7 +229,8 @@ class CcxtSource(IngestSource):
 
     # -- fetching -------------------------------------------------------------------------
     def _fetch_page(
-        self, symbol: str, timeframe: str, since_ms: int, limit: int, buy_index: int | None
+        self, symbol: str, timeframe: str, since_ms: int, limit: int, buy_index: int | None,
+        exchange_name: str | None = None,
     ) -> tuple[list[list[Any]], dict[int, Any]]:
         """One ``fetch_ohlcv`` call; with ``buy_index``, also the raw rows' taker-buy volume by ms.
 
@@ -214,7 +239,7 @@ class CcxtSource(IngestSource):
         """
         exchange = self.exchange
         if buy_index is None:
-            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol):
+            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol, exchange_name):
                 return exchange.fetch_ohlcv(symbol, timeframe, since=since_ms, limit=limit), {}
         raw_rows: list[Any] = []
         shadowed = "parse_ohlcv" in vars(exchange)
@@ -226,7 +251,7 @@ class CcxtSource(IngestSource):
 
         exchange.parse_ohlcv = parse_and_keep
         try:
-            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol):
+            with self._translate_errors(f"fetching {symbol} {timeframe} candles", symbol, exchange_name):
                 rows = exchange.fetch_ohlcv(symbol, timeframe, since=since_ms, limit=limit)
         finally:
             if shadowed:
@@ -240,36 +265,103 @@ class CcxtSource(IngestSource):
         return rows, buys
 
     def fetch_candles(self, ticker: Ticker, period_seconds: int, start: int, stop: int) -> SourceCandles:
+        """Candles in ``[start, stop)``, and ``checked``: the parts the exchange's answers vouch for.
+
+        How the pages are read (docs/sources.md, "What a ccxt answer proves"): every page proves
+        the span from its first to its last candle (a gap inside one page is a gap on the
+        exchange); the stretch between where a page was asked from and its first candle is
+        proven only for exchanges whose ``since`` is documented as "the first candle at or
+        after" (:data:`EXACT_SINCE_EXCHANGES`), and never when the page reaches the exchange's
+        newest candle or, elsewhere, starts past all it was asked for (the signatures of an
+        exchange that ignored ``since``: a warning, and where ``since`` is not known exact, an
+        error if nothing of the range is left). Elsewhere a
+        page exactly one candle late is asked once more from a period earlier. An empty page
+        proves nothing; paging jumps ahead past it to look for later candles. Candles outside
+        the range are dropped and prove nothing about it.
+        """
         with self._lock:
             market = self._market(ticker)
             timeframe = self.timeframe_for(period_seconds)
             symbol = market["symbol"]
             buy_index = self._buy_volume_index(market)
             now_ms = now_micros() // 1000
+            newest_stop_ms = closed_period_stop(period_seconds, now_ms * 1000) // 1000
             start_ms = -(-start // 1000)
-            end_ms = min(-(-stop // 1000), closed_period_stop(period_seconds, now_ms * 1000) // 1000)  # closed only
+            end_ms = min(-(-stop // 1000), newest_stop_ms)  # closed only
             candles: dict[int, list[Any]] = {}
             buys: dict[int, Any] = {}
-            since, calls = start_ms, 0
+            spans: list[tuple[int, int]] = []
+            ignored_since: list[tuple[int, int, int]] = []  # (asked from, first, last) of suspect pages
+            since, calls, empty_run, empty_pages = start_ms, 0, 0, 0
+            retried: set[int] = set()  # where a page one candle short was asked again from, and from where
             while since < end_ms:
                 limit = min(self.page_limit, period_count(period_seconds, since * 1000, end_ms * 1000))
-                rows, page_buys = self._fetch_page(symbol, timeframe, since, limit, buy_index)
+                rows, page_buys = self._fetch_page(symbol, timeframe, since, limit, buy_index, ticker.exchange)
                 calls += 1
                 buys.update(page_buys)
-                if not rows:
-                    break
+                stamps = sorted({int(row[0]) for row in rows})
+                if not stamps:
+                    # An empty page proves nothing (ccxt #26252: [] for history the exchange does
+                    # hold). Jump ahead, further each time, to find later candles; what is jumped
+                    # over stays unknown. The jumps double, so a range costs log2(pages) calls.
+                    empty_pages += 1
+                    since = shift_periods(period_seconds, since * 1000, limit * 2**empty_run) // 1000
+                    empty_run += 1
+                    continue
+                empty_run = 0
                 for row in rows:
                     self._check_alignment(int(row[0]), period_seconds, timeframe)
                     candles[int(row[0])] = row
-                last = max(int(row[0]) for row in rows)
-                if last < since:
-                    break
-                since = period_end(period_seconds, period_floor(period_seconds, last * 1000)) // 1000
+                first, last = stamps[0], stamps[-1]
+                page_stop = period_end(period_seconds, last * 1000) // 1000
+                if (not self.exact_since and since not in retried and since > 0
+                        and first == shift_periods(period_seconds, since * 1000, 1) // 1000):
+                    # One candle short at its front edge (OKX's exclusive `before`, ccxt #21036,
+                    # #21049): ask once more from a period earlier, so the edge falls inside a page.
+                    retried.add(since)
+                    since = shift_periods(period_seconds, since * 1000, -1) // 1000
+                    retried.add(since)
+                    continue
+                if first <= since:
+                    proven_from = first
+                elif page_stop >= newest_stop_ms or (
+                        not self.exact_since and first >= shift_periods(period_seconds, since * 1000, limit) // 1000):
+                    # Starts late and runs to the newest candle, or (where `since` is not known
+                    # to be exact) starts past everything it was asked for: the exchange may
+                    # have ignored `since` and sent its latest candles (ccxt #4449, #7981, #6490).
+                    ignored_since.append((since, first, last))
+                    proven_from = first
+                else:
+                    proven_from = since if self.exact_since else first
+                spans.append((proven_from, page_stop))
+                if page_stop <= since:
+                    break  # the page does not advance: the rest stays unknown
+                since = page_stop
         kept = sorted(ms for ms in candles if start_ms <= ms < end_ms)
-        log.info("%s %s %s: %d candles in %d calls for [%s, %s)", self.exchange_id, symbol, timeframe,
-                 len(kept), calls, format_micros(start), format_micros(stop))
+        checked = [(max(a * 1000, start), min(b * 1000, end_ms * 1000)) for a, b in merge_intervals(spans)]
+        checked = [(a, b) for a, b in checked if a < b]
+        log.info("%s %s %s: %d candles in %d calls (%d empty) for [%s, %s); vouched for %s", self.exchange_id,
+                 symbol, timeframe, len(kept), calls, empty_pages, format_micros(start), format_micros(stop),
+                 ", ".join(f"[{format_micros(a)}, {format_micros(b)})" for a, b in checked) or "nothing")
+        for asked, first, last in ignored_since:
+            log.warning(
+                "%s answered %s %s candles from %s to %s when asked from %s: it has none before %s "
+                "or it ignores `since` and sends only its latest candles; the time before %s is left unknown",
+                self.exchange_id, symbol, timeframe, format_micros(first * 1000), format_micros(last * 1000),
+                format_micros(asked * 1000), format_micros(first * 1000), format_micros(first * 1000))
+        if ignored_since and not kept and not checked and not self.exact_since:
+            # Where `since` is exact (Binance), the same answer means a market listed less than a
+            # page ago: nothing is proven, but it is no error.
+            asked, first, last = ignored_since[0]
+            raise RequestFailedError(
+                f"{self.exchange_id} answered {symbol} {timeframe} candles only from {format_micros(first * 1000)} "
+                f"when asked for [{format_micros(start)}, {format_micros(stop)}): it has none that old, "
+                f"or it ignores `since` and serves only its latest candles (ccxt's {self.exchange_id} may not page "
+                "through history). Nothing was stored or recorded for this range. For older candles put another "
+                f"source first: --source {ticker.exchange}=files:DIR,ccxt:{self.exchange_id}"
+            )
         frame = self._frame([candles[ms] for ms in kept], buys if buy_index is not None else None)
-        return SourceCandles(self._market_info(ticker, market, frame), frame, scaled=False)
+        return SourceCandles(self._market_info(ticker, market, frame), frame, scaled=False, checked=checked)
 
     def _check_alignment(self, ms: int, period_seconds: int, timeframe: str) -> None:
         if not is_aligned(period_seconds, np.array([ms * 1000]))[0]:
