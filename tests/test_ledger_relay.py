@@ -9,6 +9,8 @@ import os
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from dexorder_feeds import OHLCClient
 from dexorder_feeds.vocabulary.requests import closed_period_stop
 
@@ -86,16 +88,21 @@ def test_a_late_candle_through_the_relay(tmp_path):
         assert second["timestamp"].tolist() == [closed - i * H for i in range(4, 0, -1)], relay.logs()
 
 
-def test_rows_appended_to_a_file_are_served_through_the_relay(tmp_path):
+@pytest.mark.parametrize("change", ["append", "add"])
+def test_a_file_appended_or_added_is_served_through_the_relay(tmp_path, change):
     data = tmp_path / "candles"
     path = data / "BINANCE" / "BTC-USDT" / "1h.csv"
     path.parent.mkdir(parents=True)
     rows = [f"{(T0 + h * H) // 1_000_000},10.00,11.00,9.00,10.50,1.5\n" for h in range(12)]
-    path.write_text(HEADER + "".join(rows[:6]))
+    if change == "append":
+        path.write_text(HEADER + "".join(rows[:6]))
     with relay_process(tmp_path / "relay", sources=[f"BINANCE=files:{data}"]) as relay:
-        assert len(fetch(relay, "BINANCE:BTC/USDT", T0, T0 + 12 * H - 1)) == 6
-        with path.open("a") as handle:
-            handle.write("".join(rows[6:]))
+        assert len(fetch(relay, "BINANCE:BTC/USDT", T0, T0 + 12 * H - 1)) == (6 if change == "append" else 0)
+        if change == "append":
+            with path.open("a") as handle:
+                handle.write("".join(rows[6:]))
+        else:
+            path.write_text(HEADER + "".join(rows))
         assert relay.wait_for_log("re-checked", 60), relay.logs()  # the relay noticed by itself
         after = fetch(relay, "BINANCE:BTC/USDT", T0, T0 + 12 * H - 1)
         assert after["timestamp"].tolist() == [T0 + h * H for h in range(12)], relay.logs()
