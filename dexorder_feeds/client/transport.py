@@ -11,7 +11,8 @@ import abc
 from typing import Any
 
 from ..vocabulary import errors
-from ..wire import Notification
+from ..vocabulary.identity import WarehouseIdentity
+from ..wire import Notification, warehouse_of
 from ..wire.errors import error_class
 
 __all__ = ["HistoryTransport", "result_from_notification", "raise_for_error", "error_from_type"]
@@ -39,6 +40,12 @@ class HistoryTransport(abc.ABC):
         """Ask for the candles with timestamps in ``[start_time, end_time]``; return the seed's
         result dict once they are stored. Raises ``TimeoutError``, ``ConnectionError`` or
         ``ValueError`` (status ERROR) as the seed promises."""
+
+    @property
+    def warehouse_identity(self) -> WarehouseIdentity | None:
+        """The warehouse the historian behind this transport writes, as it last said (a relay
+        says so in every reply and notification); ``None`` when it did not say: nothing to check."""
+        return None
 
     async def connect(self) -> None:
         """Get ready to send requests (subscribe to notifications first)."""
@@ -72,6 +79,9 @@ def result_from_notification(notification: Notification) -> dict[str, Any]:
             iceberg_table=notification.iceberg_table,
             row_count=notification.row_count,
         )
+        warehouse = warehouse_of(notification)
+        if warehouse is not None:  # which warehouse holds them: read it with IcebergClient
+            result.update(iceberg_catalog=warehouse.catalog, iceberg_table_uuid=warehouse.ohlc_uuid)
     if notification.covered_end:
         result["covered_range"] = (notification.covered_start, notification.covered_end)
     if notification.error_type:

@@ -19,6 +19,7 @@ from ..vocabulary.errors import DexOrderError, InvalidRequestError, WarehouseErr
 
 __all__ = [
     "CATALOG_NAME",
+    "catalog_label",
     "DEFAULT_TIMEOUT",
     "open_catalog",
     "rest_catalog_ready",
@@ -91,6 +92,20 @@ def scrub(text: str, properties: Mapping[str, Any]) -> str:
     for secret in _secret_values(properties):
         text = text.replace(secret, "***")
     return redact_uri(text)
+
+
+def catalog_label(catalog: Any) -> str:
+    """How messages name an open catalog: its URI without password or query (plus its
+    ``warehouse`` property, when it has one), else the catalog's name."""
+    props = getattr(catalog, "properties", None) or {}
+    uri = props.get("uri")
+    if not uri:
+        return str(getattr(catalog, "name", "") or CATALOG_NAME)
+    label = scrub(str(uri), props).split("?")[0]
+    warehouse = props.get("warehouse")
+    if warehouse and props.get("type") != "sql":
+        label += f" (warehouse {scrub(str(warehouse), props).split('?')[0]})"
+    return label
 
 
 # -- properties --------------------------------------------------------------------------------
