@@ -175,8 +175,9 @@ class Fetcher:
         local = warehouse.identity(load=False)
         if not (local.ohlc_uuid and local.coverage_uuid):  # a plugin read the cache its own way
             local = await asyncio.to_thread(warehouse.identity)
-        if self._verified == (relay, local):
-            return
+        verified = self._verified
+        if verified is not None and verified[0] is relay and verified[1] is local:
+            return  # the usual case: both the very objects already compared
         check_same_warehouse(relay, local, relay_endpoint=getattr(context.history, "relay_endpoint", None))
         self._verified = (relay, local)
 

@@ -180,6 +180,8 @@ class Warehouse:
         with translate_errors(f"loading table {self.namespace}.{name}", self.catalog.properties):
             return self.catalog.load_table(self.identifier(name))
 
+    _identity: WarehouseIdentity | None = None  # the last one built (rebuilt when a uuid changes)
+
     def identity(self, *, load: bool = True) -> WarehouseIdentity:
         """Which warehouse this is: its catalog (for messages), namespace and the table uuids of
         the candle and coverage tables as last loaded by any read. Costs no catalog round trip
@@ -188,8 +190,13 @@ class Warehouse:
         if load and not (CANDLES_TABLE in uuids and COVERAGE_TABLE in uuids):
             with translate_errors(f"loading the tables of {self.namespace}", self.catalog.properties):
                 self._tables(CANDLES_TABLE, COVERAGE_TABLE)
-        return WarehouseIdentity(catalog_label(self.catalog), self.namespace, CANDLES_TABLE,
-                                 uuids.get(CANDLES_TABLE, ""), COVERAGE_TABLE, uuids.get(COVERAGE_TABLE, ""))
+        last = self._identity
+        ohlc_uuid, coverage_uuid = uuids.get(CANDLES_TABLE, ""), uuids.get(COVERAGE_TABLE, "")
+        if last is None or last.ohlc_uuid != ohlc_uuid or last.coverage_uuid != coverage_uuid:
+            label = last.catalog if last is not None else catalog_label(self.catalog)
+            last = self._identity = WarehouseIdentity(label, self.namespace, CANDLES_TABLE, ohlc_uuid,
+                                                      COVERAGE_TABLE, coverage_uuid)
+        return last
 
     # -- reads ---------------------------------------------------------------------------
     def _tables(self, *names: str) -> tuple[Any, ...]:
