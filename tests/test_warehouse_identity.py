@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
-from relay_process import RelayProcess, free_tcp_port, relay_process
+from relay_process import RelayProcess, free_tcp_port, relay_process, start_relay_process
 
 from dexorder_feeds import HistoryClient, IcebergClient, OHLCClient
 from dexorder_feeds.storage.catalog import open_catalog
@@ -138,6 +138,34 @@ def test_ohlc_client_on_the_relays_catalog_fetches(relay):
     df, again, local = run(main())
     assert len(df) == 168 and len(again) == 168
     assert local == relay_identity(relay)
+
+
+def test_a_relay_restarted_on_another_warehouse_is_caught_at_the_next_fill(tmp_path):
+    """The same endpoints, served again by a relay writing another catalog: the fetch that asked
+    it fails once its notification names the other warehouse."""
+    first = start_relay_process(tmp_path / "first")
+    second = None
+    try:
+        async def main():
+            nonlocal second
+            async with OHLCClient(iceberg_catalog_uri=first.catalog_uri, relay_endpoint=first.relay_endpoint,
+                                  notification_endpoint=first.notification_endpoint) as client:
+                assert len(await client.fetch_ohlc(fresh_ticker("ONE"), 3600, START, END)) == 168
+                first.stop()
+                second = await asyncio.to_thread(
+                    start_relay_process, tmp_path / "second", relay_endpoint=first.relay_endpoint,
+                    notification_endpoint=first.notification_endpoint)
+                with pytest.raises(WarehouseMismatchError) as caught:
+                    await client.fetch_ohlc(fresh_ticker("TWO"), 3600, START, END)
+                return caught.value
+
+        error = run(main())
+        assert second is not None
+        assert second.catalog_uri in str(error) and first.catalog_uri in str(error)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 def test_seed_pattern_history_client_then_iceberg_client_on_another_catalog(relay, tmp_path):
