@@ -251,8 +251,26 @@ def test_no_secret_reaches_the_wire_identity(tmp_path):
         name = "dexorder"
         properties = {"uri": "postgresql+psycopg://feeds:hunter2@db:5432/iceberg?sslpassword=x", "type": "sql"}
 
-    label = catalog_label(FakeCatalog())
+    label, location = catalog_label(FakeCatalog())
     assert "hunter2" not in label and "sslpassword" not in label and "db:5432/iceberg" in label
+    assert location == ""
+
+    class RestCatalog:
+        name = "dexorder"
+        properties = {"uri": "http://catalog:8181", "type": "rest", "warehouse": "s3://bucket/wh",
+                      "credential": "key:topsecret"}
+
+    assert catalog_label(RestCatalog()) == ("http://catalog:8181", "s3://bucket/wh")
+
+
+def test_the_error_names_a_rest_catalogs_warehouse_property():
+    relay = WarehouseIdentity("http://catalog:8181", "trading", "ohlc", "aaaa", "coverage", "bbbb", "s3://team/")
+    local = WarehouseIdentity("http://catalog:8181", "trading", "ohlc", "cccc", "coverage", "dddd", "s3://mine/")
+    with pytest.raises(WarehouseMismatchError) as caught:
+        check_same_warehouse(relay, local)
+    text = str(caught.value)
+    assert "iceberg_catalog_uri='http://catalog:8181'" in text and "warehouse='s3://team/'" in text
+    assert "(warehouse 's3://mine/')" in text and "resolves to another database" not in text
 
 
 # -- an older relay: it names no warehouse, so nothing is checked --------------------------------

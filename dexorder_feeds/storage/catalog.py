@@ -94,18 +94,17 @@ def scrub(text: str, properties: Mapping[str, Any]) -> str:
     return redact_uri(text)
 
 
-def catalog_label(catalog: Any) -> str:
-    """How messages name an open catalog: its URI without password or query (plus its
-    ``warehouse`` property, when it has one), else the catalog's name."""
+def catalog_label(catalog: Any) -> tuple[str, str]:
+    """How messages name an open catalog: its URI without password or query (else the catalog's
+    name), and its ``warehouse`` property (``""`` if none; a SQL catalog's is only where its
+    files go, so it is left out)."""
     props = getattr(catalog, "properties", None) or {}
     uri = props.get("uri")
-    if not uri:
-        return str(getattr(catalog, "name", "") or CATALOG_NAME)
-    label = scrub(str(uri), props).split("?")[0]
+    label = scrub(str(uri), props).split("?")[0] if uri else str(getattr(catalog, "name", "") or CATALOG_NAME)
     warehouse = props.get("warehouse")
-    if warehouse and props.get("type") != "sql":
-        label += f" (warehouse {scrub(str(warehouse), props).split('?')[0]})"
-    return label
+    if not warehouse or props.get("type") == "sql":
+        return label, ""
+    return label, scrub(str(warehouse), props).split("?")[0]
 
 
 # -- properties --------------------------------------------------------------------------------

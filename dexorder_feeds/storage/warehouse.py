@@ -193,9 +193,9 @@ class Warehouse:
         last = self._identity
         ohlc_uuid, coverage_uuid = uuids.get(CANDLES_TABLE, ""), uuids.get(COVERAGE_TABLE, "")
         if last is None or last.ohlc_uuid != ohlc_uuid or last.coverage_uuid != coverage_uuid:
-            label = last.catalog if last is not None else catalog_label(self.catalog)
+            label, location = (last.catalog, last.catalog_warehouse) if last else catalog_label(self.catalog)
             last = self._identity = WarehouseIdentity(label, self.namespace, CANDLES_TABLE, ohlc_uuid,
-                                                      COVERAGE_TABLE, coverage_uuid)
+                                                      COVERAGE_TABLE, coverage_uuid, location)
         return last
 
     # -- reads ---------------------------------------------------------------------------

@@ -17,9 +17,10 @@ __all__ = ["WarehouseIdentity", "check_same_warehouse"]
 
 @dataclass(frozen=True)
 class WarehouseIdentity:
-    """One warehouse: its catalog (a URI with passwords removed, or the catalog's name: for
-    messages only), namespace, and the name and table uuid of the candle and coverage tables.
-    An empty uuid means "not known" and is never compared."""
+    """One warehouse: its catalog (a URI with passwords removed, or the catalog's name) and the
+    catalog's ``warehouse`` property if any (both for messages only), the namespace, and the name
+    and table uuid of the candle and coverage tables. An empty uuid means "not known" and is never
+    compared."""
 
     catalog: str
     namespace: str
@@ -27,10 +28,12 @@ class WarehouseIdentity:
     ohlc_uuid: str = ""
     coverage_table: str = "coverage"
     coverage_uuid: str = ""
+    catalog_warehouse: str = ""
 
     def describe(self) -> str:
-        """``catalog 'URI', trading.ohlc uuid …, trading.coverage uuid …``."""
-        return (f"catalog {self.catalog!r}, {self.namespace}.{self.ohlc_table} uuid {self.ohlc_uuid or 'unknown'}, "
+        """``catalog 'URI' (warehouse '…'), trading.ohlc uuid …, trading.coverage uuid …``."""
+        where = f" (warehouse {self.catalog_warehouse!r})" if self.catalog_warehouse else ""
+        return (f"catalog {self.catalog!r}{where}, {self.namespace}.{self.ohlc_table} uuid {self.ohlc_uuid or 'unknown'}, "
                 f"{self.namespace}.{self.coverage_table} uuid {self.coverage_uuid or 'unknown'}")
 
     def differs_from(self, other: WarehouseIdentity) -> bool:
@@ -47,7 +50,8 @@ def check_same_warehouse(relay: WarehouseIdentity | None, local: WarehouseIdenti
     if relay is None or not relay.differs_from(local):
         return
     where = f"the relay at {relay_endpoint}" if relay_endpoint else "the relay"
-    if relay.catalog == local.catalog and relay.namespace == local.namespace:
+    if relay.catalog == local.catalog and relay.catalog_warehouse == local.catalog_warehouse \
+            and relay.namespace == local.namespace:
         why = ("the catalog URI is the same, but it names other tables here: it resolves to another database on "
                "each machine (a relative path, another host), or the tables were dropped and created again. ")
     else:
@@ -56,5 +60,6 @@ def check_same_warehouse(relay: WarehouseIdentity | None, local: WarehouseIdenti
         f"{where} writes the warehouse of {relay.describe()}; this client reads {local.describe()}. The candles "
         f"the relay stores would never be seen here. {why}Give the client the relay's warehouse: "
         f"iceberg_catalog_uri={relay.catalog!r} (DEXORDER_ICEBERG_CATALOG_URI, --iceberg-catalog-uri or the config "
-        f"file; with a password if the relay's catalog needs one) and the same catalog_properties and namespace "
-        f"({relay.namespace!r}) as `dexorder-feeds serve` uses")
+        f"file; with a password if the relay's catalog needs one) and the same catalog_properties"
+        + (f" (warehouse={relay.catalog_warehouse!r})" if relay.catalog_warehouse else "")
+        + f" and namespace ({relay.namespace!r}) as `dexorder-feeds serve` uses")

@@ -99,7 +99,8 @@ def put_warehouse(message: RequestReply | Notification, identity: WarehouseIdent
         return
     message.warehouse.CopyFrom(_ingestor.WarehouseIdentity(
         catalog=identity.catalog, namespace=identity.namespace, ohlc_table=identity.ohlc_table,
-        ohlc_uuid=identity.ohlc_uuid, coverage_table=identity.coverage_table, coverage_uuid=identity.coverage_uuid))
+        ohlc_uuid=identity.ohlc_uuid, coverage_table=identity.coverage_table, coverage_uuid=identity.coverage_uuid,
+        catalog_warehouse=identity.catalog_warehouse))
 
 
 def warehouse_of(message: RequestReply | Notification) -> WarehouseIdentity | None:
@@ -110,4 +111,5 @@ def warehouse_of(message: RequestReply | Notification) -> WarehouseIdentity | No
     w = message.warehouse
     if not (w.ohlc_uuid or w.coverage_uuid):
         return None
-    return WarehouseIdentity(w.catalog, w.namespace, w.ohlc_table, w.ohlc_uuid, w.coverage_table, w.coverage_uuid)
+    return WarehouseIdentity(w.catalog, w.namespace, w.ohlc_table, w.ohlc_uuid, w.coverage_table, w.coverage_uuid,
+                             w.catalog_warehouse)
