@@ -8,9 +8,13 @@ Against a real ``dexorder-feeds serve`` process on loopback, with real SQLite ca
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import zmq
@@ -123,6 +127,22 @@ def test_ohlc_client_on_another_catalog_fails_its_first_fetch(relay, tmp_path):
     assert local.ohlc_uuid != theirs.ohlc_uuid
     assert f"iceberg_catalog_uri={relay.catalog_uri!r}" in text  # what to do
     assert ticker not in relay.logs()  # nothing was asked for: the check comes first
+
+
+def test_seed_quickstart_with_a_mistyped_catalog_fails_saying_so(relay, tmp_path):
+    """The seed's Quick Start, run verbatim, its catalog URI mistyped: an error, not "Fetched 0 candles"."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "seed_quickstart.py"
+    typo = relay.catalog_uri.replace("catalog.db", "catalgo.db")
+    env = {**os.environ, "DEXORDER_CACHE_DIR": str(tmp_path / "cache"), "DEXORDER_CONFIG": str(tmp_path / "none.toml"),
+           "DEXORDER_RELAY_ENDPOINT": relay.relay_endpoint,
+           "DEXORDER_NOTIFICATION_ENDPOINT": relay.notification_endpoint,
+           "DEXORDER_ICEBERG_CATALOG_URI": typo}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=env)
+    assert result.returncode != 0
+    assert "Fetched" not in result.stdout
+    assert "WarehouseMismatchError" in result.stderr
+    assert f"iceberg_catalog_uri={relay.catalog_uri!r}" in result.stderr and typo in result.stderr
 
 
 def test_ohlc_client_on_the_relays_catalog_fetches(relay):
