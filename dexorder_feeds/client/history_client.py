@@ -492,7 +492,9 @@ class HistoryClient(HistoryTransport):
     ) -> dict[str, Any]:
         """Ask the historian for the candles in ``[start_time, end_time]`` (µs, inclusive) and wait
         until they are stored. Returns the seed's result dict (``request_id``, ``status``,
-        ``error_message``, ``iceberg_namespace``, ``iceberg_table``, ``row_count``).
+        ``error_message``, ``iceberg_namespace``, ``iceberg_table``, ``row_count``), plus
+        ``iceberg_catalog`` and ``iceberg_table_uuid`` (the warehouse written: read it with an
+        ``IcebergClient`` on that catalog) when the relay names them.
 
         Raises ``ValueError`` subclasses for bad input, a rejection or status ``ERROR``;
         ``ConnectionError`` (:class:`~dexorder_feeds.vocabulary.errors.RelayUnavailableError`) when the relay
