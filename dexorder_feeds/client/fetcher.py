@@ -34,6 +34,7 @@ from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
 from ..vocabulary.fingerprint import content_hash, table_content_hash
+from ..vocabulary.identity import WarehouseIdentity, check_same_warehouse
 from ..vocabulary.times import format_micros as _iso
 
 __all__ = ["Fetcher", "FetchContext", "MAX_CANDLES_PER_REQUEST"]
@@ -96,6 +97,7 @@ class Fetcher:
         self._in_flight: dict[tuple[str, int], list[tuple[Interval, asyncio.Future[None]]]] = {}
         self._decimals: dict[str, tuple[int, int]] = {}
         self._hashes: OrderedDict[tuple, str] = OrderedDict()
+        self._verified: tuple[WarehouseIdentity, WarehouseIdentity] | None = None  # (relay's, read) found equal
 
     @staticmethod
     def _revalidate_and_read(context: FetchContext, request: FetchRequest) -> CacheRead:
@@ -116,6 +118,7 @@ class Fetcher:
         hook = context.hook
         _check_size(request, context.settings.max_candles)
         cached = await asyncio.to_thread(self._revalidate_and_read, context, request)
+        await self._check_warehouse(context)
         missing = hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
         emit("dexorder_cache_checked", hooks=hook, request=request, cached_rows=cached.num_rows,
              missing_ranges=to_inclusive(missing, request.period_us))
@@ -134,6 +137,7 @@ class Fetcher:
             except (errors.RequestTimeoutError, errors.RelayUnavailableError) as exc:
                 cached = await self._recover(context, request, fillable, exc)
             else:
+                await self._check_warehouse(context)  # the relay may have named another warehouse since
                 cached = await self._read(context, request)
         frame = candles_to_frame(cached.table)
         frame = hook.dexorder_process_result(context=context, request=request, frame=frame)
@@ -165,6 +169,25 @@ class Fetcher:
                                                 frame["timestamp"].to_numpy(), cached.covered,
                                                 now=cached.snapshot_time, served=cached.served)
         return frame
+
+    async def _check_warehouse(self, context: FetchContext) -> None:
+        """Raise ``WarehouseMismatchError`` if the historian writes another warehouse than the
+        one read here (a client given the relay's endpoints but not its catalog would otherwise
+        read nothing back, silently). The uuids compared are the ones the read just loaded and the
+        relay's last reply or notification named: no round trip. A relay that names no warehouse
+        (an older version) and the embedded historian (the same warehouse) are not checked."""
+        relay = context.history.warehouse_identity
+        if relay is None:
+            return
+        warehouse = context.iceberg.warehouse
+        local = warehouse.identity(load=False)
+        if not (local.ohlc_uuid and local.coverage_uuid):  # a plugin read the cache its own way
+            local = await asyncio.to_thread(warehouse.identity)
+        verified = self._verified
+        if verified is not None and verified[0] is relay and verified[1] is local:
+            return  # the usual case: both the very objects already compared
+        check_same_warehouse(relay, local, relay_endpoint=getattr(context.history, "relay_endpoint", None))
+        self._verified = (relay, local)
 
     @staticmethod
     def _content_hash(request: FetchRequest, cached: CacheRead, frame: pd.DataFrame, decimals: tuple[int, int]) -> str:

@@ -15,6 +15,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ..vocabulary import errors
+from ..vocabulary.identity import WarehouseIdentity
 from ..auth import ClientCurve, configure_client_socket
 from ..events import emit
 from .transport import (
@@ -34,7 +35,9 @@ from ..wire import (
     decode_frame,
     encode_frame,
     notification_topic,
+    warehouse_of,
 )
+from . import relay_warehouses
 
 __all__ = ["HistoryClient", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_REPLY_TIMEOUT", "DEFAULT_MAX_ATTEMPTS",
            "DEFAULT_RECHECK_INTERVAL"]
@@ -114,6 +117,7 @@ class HistoryClient(HistoryTransport):
         self._reconnects = 0
         self._refused: str | None = None
         self._link_lost = False  # the notification connection dropped and has not come back yet
+        self._warehouse: WarehouseIdentity | None = None  # what the relay last said it writes
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._connected else "new"
@@ -128,6 +132,13 @@ class HistoryClient(HistoryTransport):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def warehouse_identity(self) -> WarehouseIdentity | None:
+        """The warehouse the relay writes (catalog, namespace, table uuids), as its last reply or
+        notification said; ``None`` before ``connect()`` or from a relay that does not say (older
+        versions). Read it with an ``IcebergClient`` on the same catalog: see docs/architecture.md."""
+        return self._warehouse
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> HistoryClient:
@@ -343,6 +354,7 @@ class HistoryClient(HistoryTransport):
             except ProtocolError as exc:
                 log.warning("HistoryClient %s: ignoring an invalid reply from the relay: %s", self.client_id, exc)
                 continue
+            self._note_warehouse(reply)
             future = self._replies.get(reply.request_id)
             if future is not None and not future.done():
                 future.set_result(reply)
@@ -362,12 +374,18 @@ class HistoryClient(HistoryTransport):
             except ProtocolError as exc:
                 log.warning("HistoryClient %s: ignoring an invalid notification: %s", self.client_id, exc)
                 continue
+            self._note_warehouse(notification)
             future = self._notifications.get(notification.request_id)
             if future is not None and not future.done():
                 future.set_result(notification)
             else:
                 log.debug("HistoryClient %s: notification for %s nobody waits for", self.client_id,
                           notification.request_id)
+
+    def _note_warehouse(self, message: RequestReply | Notification) -> None:
+        warehouse = warehouse_of(message)
+        if warehouse is not None:
+            self._warehouse = warehouse
 
     # -- request / reply -------------------------------------------------------------------------
     async def _confirm_subscription(self, deadline: float, timeout: float) -> None:
@@ -474,7 +492,9 @@ class HistoryClient(HistoryTransport):
     ) -> dict[str, Any]:
         """Ask the historian for the candles in ``[start_time, end_time]`` (µs, inclusive) and wait
         until they are stored. Returns the seed's result dict (``request_id``, ``status``,
-        ``error_message``, ``iceberg_namespace``, ``iceberg_table``, ``row_count``).
+        ``error_message``, ``iceberg_namespace``, ``iceberg_table``, ``row_count``), plus
+        ``iceberg_catalog`` and ``iceberg_table_uuid`` (the warehouse written: read it with an
+        ``IcebergClient`` on that catalog) when the relay names them.
 
         Raises ``ValueError`` subclasses for bad input, a rejection or status ``ERROR``;
         ``ConnectionError`` (:class:`~dexorder_feeds.vocabulary.errors.RelayUnavailableError`) when the relay
@@ -509,6 +529,11 @@ class HistoryClient(HistoryTransport):
 
         result = result_from_notification(notification)
         emit("dexorder_notification_received", result=result)
+        if notification.status in (Notification.OK, Notification.NOT_FOUND) and notification.covered_end:
+            # for an IcebergClient of this process that reads the range: see relay_warehouses
+            relay_warehouses.record(request.ticker, request.period_seconds,
+                                    (notification.covered_start, notification.covered_end),
+                                    warehouse_of(notification), self.relay_endpoint)
         if notification.error_type == "RelayUnavailableError":
             raise errors.RelayUnavailableError(
                 f"{notification.error_message} (the relay at {self.relay_endpoint} did not run request "

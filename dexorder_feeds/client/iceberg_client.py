@@ -21,6 +21,8 @@ from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subt
 from ..vocabulary.tickers import parse_ticker
 from ..vocabulary.times import now_micros, parse_period, to_micros
 from ..storage.warehouse import CANDLE_COLUMNS, Warehouse
+from ..vocabulary.identity import WarehouseIdentity
+from . import relay_warehouses
 
 if TYPE_CHECKING:
     from ..storage.pins import Pin
@@ -124,6 +126,7 @@ class IcebergClient:
         snapshot id) reads that snapshot instead of the current one."""
         request = FetchRequest.create(ticker, period_seconds, start_time, end_time, as_of)
         cached = self.read_cache(request)
+        self._check_relay(request, cached)
         frame = candles_to_frame(cached.table)
         frame = sorted_unique_candles(frame)
         market = self.market_info(request.ticker)
@@ -145,12 +148,36 @@ class IcebergClient:
         periods merge into one range; the period that has not closed yet is always missing.
         """
         request = FetchRequest.create(ticker, period_seconds, start_time, end_time)
-        return to_inclusive(self.missing_intervals(request, self.read_cache(request)), request.period_us)
+        cached = self.read_cache(request)
+        self._check_relay(request, cached)
+        return to_inclusive(self.missing_intervals(request, cached), request.period_us)
 
     def has_data(self, ticker: object, period_seconds: object, start_time: object, end_time: object) -> bool:
         """True if at least one candle is stored in ``[start_time, end_time]``."""
         request = FetchRequest.create(ticker, period_seconds, start_time, end_time)
-        return request.interval is not None and self.read_cache(request).num_rows > 0
+        if request.interval is None:
+            return False
+        cached = self.read_cache(request)
+        self._check_relay(request, cached)
+        return cached.num_rows > 0
+
+    def warehouse_identity(self) -> WarehouseIdentity:
+        """The warehouse this client reads: catalog, namespace and table uuids. Compare it with
+        ``HistoryClient.warehouse_identity`` (the relay's) to check both name the same one."""
+        return self.warehouse.identity()
+
+    def _check_relay(self, request: FetchRequest, cached: CacheRead) -> None:
+        """Raise ``WarehouseMismatchError`` when a relay of this process stored part of the range
+        into another warehouse and this one lacks it (see :mod:`.relay_warehouses`)."""
+        relay_warehouses.check(request.ticker, request.period_seconds, request.interval, self.warehouse.identity,
+                               lambda: self._present(request, cached))
+
+    @staticmethod
+    def _present(request: FetchRequest, cached: CacheRead) -> list[Interval]:
+        present = list(cached.covered)
+        if cached.num_rows:
+            present += candle_runs(cached.table["timestamp"].to_numpy(), request.period_us)
+        return merge_intervals(present)
 
     # -- building blocks of the fetcher -------------------------------------------------
     def read_cache(self, request: FetchRequest) -> CacheRead:

@@ -11,7 +11,8 @@ import abc
 from typing import Any
 
 from ..vocabulary import errors
-from ..wire import Notification
+from ..vocabulary.identity import WarehouseIdentity
+from ..wire import Notification, warehouse_of
 from ..wire.errors import error_class
 
 __all__ = ["HistoryTransport", "result_from_notification", "raise_for_error", "error_from_type"]
@@ -47,6 +48,12 @@ class HistoryTransport(abc.ABC):
         historian does it on its own (every few seconds), so the default does nothing."""
         return 0
 
+    @property
+    def warehouse_identity(self) -> WarehouseIdentity | None:
+        """The warehouse the historian behind this transport writes, as it last said (a relay
+        says so in every reply and notification); ``None`` when it did not say: nothing to check."""
+        return None
+
     async def connect(self) -> None:
         """Get ready to send requests (subscribe to notifications first)."""
 
@@ -79,6 +86,9 @@ def result_from_notification(notification: Notification) -> dict[str, Any]:
             iceberg_table=notification.iceberg_table,
             row_count=notification.row_count,
         )
+        warehouse = warehouse_of(notification)
+        if warehouse is not None:  # which warehouse holds them: read it with IcebergClient
+            result.update(iceberg_catalog=warehouse.catalog, iceberg_table_uuid=warehouse.ohlc_uuid)
     if notification.covered_end:
         result["covered_range"] = (notification.covered_start, notification.covered_end)
     if notification.error_type:

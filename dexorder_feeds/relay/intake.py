@@ -33,6 +33,7 @@ from ..wire import (
     decode_frame,
     encode_frame,
     notification_topic,
+    put_warehouse,
 )
 from ..wire.errors import wire_name
 from .notifications import Notifier
@@ -158,6 +159,8 @@ class Intake:
     async def _reply(self, envelope: list[bytes], reply: RequestReply) -> None:
         if reply.reason and self._secrets:
             reply.reason = scrub(reply.reason, self._secrets)
+        # every reply says which warehouse this relay writes: a client reading another one fails at once
+        put_warehouse(reply, self.historian.warehouse.identity(load=False))
         try:
             await self._router.send_multipart([*envelope, encode_frame(reply)])
         except zmq.ZMQError as exc:  # the peer vanished, or we are shutting down

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..ingest.historian import Historian
 from ..vocabulary.errors import RelayUnavailableError
-from ..wire import HistoryRequest, Notification
+from ..wire import HistoryRequest, Notification, put_warehouse
 from ..wire.errors import wire_name
 from .results import ResultCache
 
@@ -225,6 +225,8 @@ class Scheduler:
             notification = Notification(request_id=request.request_id, client_id=request.client_id,
                                         status=Notification.ERROR,
                                         error_message=f"internal error in the historian: {type(exc).__name__}: {exc}")
+        # the table uuids as this request's reads just loaded them: no catalog round trip
+        put_warehouse(notification, self.historian.warehouse.identity(load=False))
         return notification, started, time.perf_counter()
 
 

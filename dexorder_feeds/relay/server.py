@@ -254,6 +254,8 @@ class RelayServer:
         guard: PeerGuard | None = None
         try:
             await loop.run_in_executor(None, self.historian.warehouse.ensure_tables)
+            # load the table uuids once: every reply and notification names the warehouse written
+            warehouse = await loop.run_in_executor(None, self.historian.warehouse.identity)
             if self.curve is not None:
                 self._authenticator = start_authenticator(ctx, self.curve)
             else:
@@ -278,8 +280,9 @@ class RelayServer:
             if self.recheck_seconds > 0:
                 background.append(loop.create_task(self._recheck_sources(), name="relay-recheck"))
             intake.start()
-            log.info("relay ready request=%s notification=%s workers=%d auth=%s",
-                     self.relay_endpoint, self.notification_endpoint, self.workers, describe(self.curve))
+            log.info("relay ready request=%s notification=%s workers=%d auth=%s warehouse=%s",
+                     self.relay_endpoint, self.notification_endpoint, self.workers, describe(self.curve),
+                     warehouse.describe())
             self._ready.set()
             await self._stop_event.wait()
             await self._shutdown(intake, self._scheduler, notifier, sockets, background)

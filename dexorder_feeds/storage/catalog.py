@@ -19,6 +19,7 @@ from ..vocabulary.errors import DexOrderError, InvalidRequestError, WarehouseErr
 
 __all__ = [
     "CATALOG_NAME",
+    "catalog_label",
     "DEFAULT_TIMEOUT",
     "open_catalog",
     "rest_catalog_ready",
@@ -91,6 +92,19 @@ def scrub(text: str, properties: Mapping[str, Any]) -> str:
     for secret in _secret_values(properties):
         text = text.replace(secret, "***")
     return redact_uri(text)
+
+
+def catalog_label(catalog: Any) -> tuple[str, str]:
+    """How messages name an open catalog: its URI without password or query (else the catalog's
+    name), and its ``warehouse`` property (``""`` if none; a SQL catalog's is only where its
+    files go, so it is left out)."""
+    props = getattr(catalog, "properties", None) or {}
+    uri = props.get("uri")
+    label = scrub(str(uri), props).split("?")[0] if uri else str(getattr(catalog, "name", "") or CATALOG_NAME)
+    warehouse = props.get("warehouse")
+    if not warehouse or props.get("type") == "sql":
+        return label, ""
+    return label, scrub(str(warehouse), props).split("?")[0]
 
 
 # -- properties --------------------------------------------------------------------------------

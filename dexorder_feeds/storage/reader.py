@@ -85,6 +85,8 @@ class TableReader:
         self._row_group_bytes = 0
         self.row_group_cache_bytes = row_group_cache_bytes
         self._locations = SqlMetadataLocations(catalog, namespace)
+        # Each table's Iceberg table-uuid as last loaded, by any thread (see Warehouse.identity).
+        self.table_uuids: dict[str, str] = {}
 
     # -- tables ---------------------------------------------------------------------------
     def metadata_locations(self) -> dict[str, str] | None:
@@ -107,6 +109,7 @@ class TableReader:
             if table is None or location is None or location != table.metadata_location:
                 table = self._table_at(name, location)
                 cache[name] = table
+                self.table_uuids[name] = str(table.metadata.table_uuid)
             out.append(table)
         return tuple(out)
 

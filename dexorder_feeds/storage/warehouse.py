@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import redact_uri, scrub
+from .catalog import catalog_label, redact_uri, scrub
 from ..vocabulary.errors import DexOrderError, WarehouseError
+from ..vocabulary.identity import WarehouseIdentity
 from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
@@ -189,6 +190,24 @@ class Warehouse:
         self.ensure_tables()
         with translate_errors(f"loading table {self.namespace}.{name}", self.catalog.properties):
             return self.catalog.load_table(self.identifier(name))
+
+    _identity: WarehouseIdentity | None = None  # the last one built (rebuilt when a uuid changes)
+
+    def identity(self, *, load: bool = True) -> WarehouseIdentity:
+        """Which warehouse this is: its catalog (for messages), namespace and the table uuids of
+        the candle and coverage tables as last loaded by any read. Costs no catalog round trip
+        once both were read; before that ``load`` loads them (``load=False``: unknown uuids empty)."""
+        uuids = self.reader.table_uuids
+        if load and not (CANDLES_TABLE in uuids and COVERAGE_TABLE in uuids):
+            with translate_errors(f"loading the tables of {self.namespace}", self.catalog.properties):
+                self._tables(CANDLES_TABLE, COVERAGE_TABLE)
+        last = self._identity
+        ohlc_uuid, coverage_uuid = uuids.get(CANDLES_TABLE, ""), uuids.get(COVERAGE_TABLE, "")
+        if last is None or last.ohlc_uuid != ohlc_uuid or last.coverage_uuid != coverage_uuid:
+            label, location = (last.catalog, last.catalog_warehouse) if last else catalog_label(self.catalog)
+            last = self._identity = WarehouseIdentity(label, self.namespace, CANDLES_TABLE, ohlc_uuid,
+                                                      COVERAGE_TABLE, coverage_uuid, location)
+        return last
 
     # -- reads ---------------------------------------------------------------------------
     def _tables(self, *names: str) -> tuple[Any, ...]:

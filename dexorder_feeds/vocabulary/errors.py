@@ -14,6 +14,7 @@ __all__ = [
     "UnknownSourceError",
     "UnknownSnapshotError",
     "RequestFailedError",
+    "WarehouseMismatchError",
     "DataError",
     "SourceFormatError",
     "PrecisionError",
@@ -63,6 +64,12 @@ class RequestFailedError(DexOrderError, ValueError):
     def __init__(self, message: str, *, request_id: str | None = None) -> None:
         super().__init__(message)
         self.request_id = request_id
+
+
+class WarehouseMismatchError(DexOrderError, ValueError):
+    """The relay writes another Iceberg warehouse than the one this client reads (another catalog,
+    namespace, or a table created anew): the candles it stores would never be seen here. The
+    message names both warehouses; give the client the relay's catalog URI and properties."""
 
 
 class DataError(DexOrderError, ValueError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Union
 
 from ..vocabulary.errors import ProtocolError
+from ..vocabulary.identity import WarehouseIdentity
+from . import ingestor_pb2 as _ingestor
 from .ingestor_pb2 import (
     HistoryRequest,
     MessageType,
@@ -31,6 +33,8 @@ __all__ = [
     "encode_frame",
     "decode_frame",
     "notification_topic",
+    "put_warehouse",
+    "warehouse_of",
 ]
 
 WIRE_VERSION = 1
@@ -87,3 +91,25 @@ def decode_frame(frame: bytes, *, expect: tuple[type, ...] | None = None) -> Mes
     except Exception as exc:  # DecodeError and friends
         raise ProtocolError(f"malformed {cls.__name__} payload: {exc}") from None
     return message
+
+
+def put_warehouse(message: RequestReply | Notification, identity: WarehouseIdentity | None) -> None:
+    """Say in ``message`` which warehouse the relay writes (nothing for ``None``)."""
+    if identity is None:
+        return
+    message.warehouse.CopyFrom(_ingestor.WarehouseIdentity(
+        catalog=identity.catalog, namespace=identity.namespace, ohlc_table=identity.ohlc_table,
+        ohlc_uuid=identity.ohlc_uuid, coverage_table=identity.coverage_table, coverage_uuid=identity.coverage_uuid,
+        catalog_warehouse=identity.catalog_warehouse))
+
+
+def warehouse_of(message: RequestReply | Notification) -> WarehouseIdentity | None:
+    """The warehouse ``message`` says the relay writes; ``None`` if it does not say (an older relay)
+    or names no table uuid."""
+    if not message.HasField("warehouse"):
+        return None
+    w = message.warehouse
+    if not (w.ohlc_uuid or w.coverage_uuid):
+        return None
+    return WarehouseIdentity(w.catalog, w.namespace, w.ohlc_table, w.ohlc_uuid, w.coverage_table, w.coverage_uuid,
+                             w.catalog_warehouse)

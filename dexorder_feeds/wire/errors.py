@@ -28,6 +28,7 @@ WIRE_ERRORS: Mapping[str, type[errors.DexOrderError]] = MappingProxyType({
     "UnknownSourceError": errors.UnknownSourceError,
     "UnknownSnapshotError": errors.UnknownSnapshotError,
     "RequestFailedError": errors.RequestFailedError,
+    "WarehouseMismatchError": errors.WarehouseMismatchError,
     "DataError": errors.DataError,
     "SourceFormatError": errors.SourceFormatError,
     "PrecisionError": errors.PrecisionError,
