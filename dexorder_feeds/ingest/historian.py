@@ -3,9 +3,11 @@
 For a request it validates the input, rounds the range to whole periods, leaves out periods
 that have not closed, asks the exchange's ingest source, converts prices and volumes to integers
 with the market's decimals, and commits through the warehouse's single committer: the market
-(first time only), then the candles not already stored (one atomic append), then the coverage
-row (also for an empty range). Candles are committed before coverage, so a crash in between
-leaves stored candles that gap detection already counts, never coverage without candles.
+(first time only, on its own), then the candles not already stored and then the coverage row
+(also for an empty range), each in one append shared with the other fills that finished
+meanwhile (group commit, see :meth:`Warehouse.commit_fills`). Candles are committed before
+coverage, so a crash in between leaves stored candles that gap detection already counts, never
+coverage without candles.
 
 A candle that cannot be real is refused, never stored: a high below ``max(open, close)``, a low
 above ``min(open, close)``, or a negative price or volume. The request then fails with
@@ -17,11 +19,13 @@ asking again stores the range.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +47,7 @@ from ..vocabulary.requests import closed_period_stop
 from ..vocabulary.ranges import Interval, candle_interval, subtract_intervals
 from ..vocabulary.tickers import Ticker, parse_ticker
 from ..vocabulary.times import format_micros, now_micros, to_micros
-from ..storage.warehouse import Warehouse, candle_arrow_schema
+from ..storage.warehouse import Fill, FillOutcome, Warehouse, candle_arrow_schema, coverage_row
 from ..wire import HistoryRequest, Notification
 from ..wire.errors import wire_name
 from .sources import IngestSource, SourceCandles, SourceRegistry
@@ -253,34 +257,38 @@ class Historian:
         ticker = str(valid.ticker)
         source_market = MarketInfo(ticker, got.market.price_decimals, got.market.volume_decimals)
 
-        def commit() -> tuple[int, int]:
-            t1 = time.perf_counter()
+        t1 = time.perf_counter()
 
-            def scale(market: MarketInfo) -> pd.DataFrame:
-                scaled = _rescale(frame, source_market, market) if got.scaled else scale_to_integers(frame, market)
-                check_candles(scaled, market, valid.period_seconds, source.name)  # before anything is written
-                return scaled
+        def scale(market: MarketInfo) -> pd.DataFrame:
+            scaled = _rescale(frame, source_market, market) if got.scaled else scale_to_integers(frame, market)
+            check_candles(scaled, market, valid.period_seconds, source.name)  # before anything is written
+            return scaled
 
-            market = self.warehouse.read_market(ticker)
-            scaled = scale(market or source_market)
-            if market is None and not frame.empty:
-                # An empty answer says nothing about the market's precision: store decimals
-                # only with the first candles, so files added later are not held to 0/0.
-                market = self.warehouse.write_market(source_market, source.name)
-                if market != source_market:  # another writer stored the market first
-                    scaled = scale(market)
-            if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
-                scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
-            table = self._to_arrow(ticker, valid.period_seconds, scaled)
-            added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, interval, table)
-            covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
-            if added or subtract_intervals(interval, covered):
-                # A repeat of a range already recorded adds no snapshot.
-                self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id)
-            timings["commit"] = time.perf_counter() - t1
-            return added, stored
+        market = self.warehouse.read_market(ticker)
+        scaled = scale(market or source_market)
+        if market is None and not frame.empty:
+            # An empty answer says nothing about the market's precision: store decimals
+            # only with the first candles, so files added later are not held to 0/0.
+            market = self.warehouse.committer.submit(self.warehouse.write_market, source_market, source.name).result()
+            if market != source_market:  # another writer stored the market first
+                scaled = scale(market)
+        if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
+            scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
+        table = self._to_arrow(ticker, valid.period_seconds, scaled)
+        # Committed with the other fills that finish meanwhile: candles, then coverage.
+        fill = Fill(ticker, valid.period_seconds, interval, table, functools.partial(self._coverage_rows, valid))
+        added, stored = self.warehouse.submit_fill(fill).result()
+        timings["commit"] = time.perf_counter() - t1
+        return added, stored
 
-        return self.warehouse.committer.submit(commit).result()
+    @staticmethod
+    def _coverage_rows(valid: ValidatedRequest, outcome: FillOutcome) -> list[dict[str, Any]]:
+        """The coverage rows that record a committed fill; none for a repeat of a range already
+        recorded that added nothing (it adds no snapshot)."""
+        assert valid.interval is not None
+        if not outcome.added and not subtract_intervals(valid.interval, outcome.covered):
+            return []
+        return [coverage_row(str(valid.ticker), valid.period_seconds, valid.interval, outcome.stored, valid.request_id)]
 
     def _stored_finer(self, valid: ValidatedRequest) -> tuple[int, SourceCandles] | None:
         """Stored candles of the coarsest finer period dividing the request's, when the warehouse
