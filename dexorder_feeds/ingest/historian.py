@@ -19,6 +19,7 @@ asking again stores the range.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
 import time
@@ -203,18 +204,49 @@ class Historian:
 
     def handle(self, request: HistoryRequest) -> Notification:
         """Ingest the request's range and return its completion notification (never raises)."""
+        return self.begin(request).result()
+
+    def begin(self, request: HistoryRequest) -> concurrent.futures.Future[Notification]:
+        """Do the work of a request up to its commit on this thread; the future gives its
+        completion notification (never an exception) once the committer has committed it, with
+        the other fills that finished meanwhile. A worker thread can take the next request
+        instead of waiting for the commit, so more fills share each commit."""
         began = time.perf_counter()
+        timings: dict[str, float] = {}
+        try:
+            valid = self.validate(request)
+            pending = self._ingest(valid, timings)
+        except Exception as exc:
+            pending = concurrent.futures.Future()
+            pending.set_exception(exc)
+            valid = None
+        done: concurrent.futures.Future[Notification] = concurrent.futures.Future()
+
+        def finish(outcome: concurrent.futures.Future[tuple[int, int]]) -> None:
+            if "submitted" in timings:
+                timings["commit"] = time.perf_counter() - timings.pop("submitted")
+            try:
+                done.set_result(self._notification(request, valid, outcome, timings, began))
+            except BaseException as exc:  # never leave the request waiting
+                done.set_result(Notification(request_id=request.request_id, client_id=request.client_id,
+                                             status=Notification.ERROR,
+                                             error_message=f"internal error in the historian: {exc!r}"))
+
+        pending.add_done_callback(finish)
+        return done
+
+    def _notification(self, request: HistoryRequest, valid: ValidatedRequest | None,
+                      outcome: concurrent.futures.Future[tuple[int, int]], timings: dict[str, float],
+                      began: float) -> Notification:
         notification = Notification(
             request_id=request.request_id,
             client_id=request.client_id,
             iceberg_namespace=self.warehouse.namespace,
             iceberg_table=self.warehouse.candles_table_name,
         )
-        timings: dict[str, float] = {}
         try:
-            valid = self.validate(request)
-            added, stored = self._ingest(valid, timings)
-            if valid.interval is not None:
+            added, stored = outcome.result()
+            if valid is not None and valid.interval is not None:
                 notification.covered_start, notification.covered_end = valid.interval
             notification.row_count = stored
             notification.status = Notification.OK if stored else Notification.NOT_FOUND
@@ -224,7 +256,7 @@ class Historian:
             notification.error_type = wire_name(exc)
             added = 0
         except Exception as exc:  # a bug or a backend failure: report it, keep serving
-            log.exception("request %s failed", request.request_id)
+            log.error("request %s failed", request.request_id, exc_info=exc)
             notification.status = Notification.ERROR
             notification.error_message = f"internal error in the historian: {type(exc).__name__}: {exc}"
             added = 0
@@ -236,13 +268,17 @@ class Historian:
         )
         return notification
 
-    def _ingest(self, valid: ValidatedRequest, timings: dict[str, float]) -> tuple[int, int]:
+    def _ingest(self, valid: ValidatedRequest, timings: dict[str, float]) -> concurrent.futures.Future[tuple[int, int]]:
+        """Everything up to the commit; the future gives ``(added, stored)`` once committed."""
+        done: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
         interval = valid.interval
         if interval is None:
-            return 0, 0
+            done.set_result((0, 0))
+            return done
         stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, interval)
         if stored is not None:  # ingested before: no source call, no commit
-            return 0, stored
+            done.set_result((0, stored))
+            return done
         source = self.sources.source_for(valid.ticker)
         t0 = time.perf_counter()
         fetch_period = self._fetch_period(source, valid)
@@ -256,8 +292,6 @@ class Historian:
         frame = self._in_interval(got.frame, valid, fetch_period)
         ticker = str(valid.ticker)
         source_market = MarketInfo(ticker, got.market.price_decimals, got.market.volume_decimals)
-
-        t1 = time.perf_counter()
 
         def scale(market: MarketInfo) -> pd.DataFrame:
             scaled = _rescale(frame, source_market, market) if got.scaled else scale_to_integers(frame, market)
@@ -277,9 +311,8 @@ class Historian:
         table = self._to_arrow(ticker, valid.period_seconds, scaled)
         # Committed with the other fills that finish meanwhile: candles, then coverage.
         fill = Fill(ticker, valid.period_seconds, interval, table, functools.partial(self._coverage_rows, valid))
-        added, stored = self.warehouse.submit_fill(fill).result()
-        timings["commit"] = time.perf_counter() - t1
-        return added, stored
+        timings["submitted"] = time.perf_counter()
+        return self.warehouse.submit_fill(fill)
 
     @staticmethod
     def _coverage_rows(valid: ValidatedRequest, outcome: FillOutcome) -> list[dict[str, Any]]:

@@ -193,10 +193,12 @@ class Scheduler:
             if earlier:  # overlapping requests that came first: their candles are then stored, not redone
                 await asyncio.wait(earlier)
             await self._fair.acquire(request.client_id)  # one worker, in this client's turn
+            committed: concurrent.futures.Future[Notification] | None = None
             try:
-                job = self._executor.submit(self._timed_handle, request)
+                job = self._executor.submit(self._timed_begin, request)
                 try:
-                    notification, started, finished = await asyncio.wrap_future(job)
+                    begun, started = await asyncio.wrap_future(job)
+                    committed = begun
                 except asyncio.CancelledError:
                     if not job.cancelled():
                         raise
@@ -204,6 +206,11 @@ class Scheduler:
                     started = finished = time.perf_counter()
             finally:
                 self._fair.release()
+            if committed is not None:
+                # The worker is free for the next request while the committer commits this
+                # fill together with the others that finished meanwhile.
+                notification = await asyncio.wrap_future(committed)
+                finished = time.perf_counter()
         except RuntimeError:  # stopping: the request was not started
             notification = _retry_later(request)
         finally:
@@ -216,16 +223,17 @@ class Scheduler:
                  Notification.Status.Name(notification.status), (started - received) * 1e3,
                  (finished - started) * 1e3, (done - received) * 1e3)
 
-    def _timed_handle(self, request: HistoryRequest) -> tuple[Notification, float, float]:
+    def _timed_begin(self, request: HistoryRequest) -> tuple[concurrent.futures.Future[Notification], float]:
         started = time.perf_counter()
         try:
-            notification = self.historian.handle(request)
-        except Exception as exc:  # handle() never raises; this is a last line of defence
+            return self.historian.begin(request), started
+        except Exception as exc:  # begin() never raises; this is a last line of defence
             log.exception("relay: the historian raised on request %s", request.request_id)
-            notification = Notification(request_id=request.request_id, client_id=request.client_id,
-                                        status=Notification.ERROR,
-                                        error_message=f"internal error in the historian: {type(exc).__name__}: {exc}")
-        return notification, started, time.perf_counter()
+            failed: concurrent.futures.Future[Notification] = concurrent.futures.Future()
+            failed.set_result(Notification(
+                request_id=request.request_id, client_id=request.client_id, status=Notification.ERROR,
+                error_message=f"internal error in the historian: {type(exc).__name__}: {exc}"))
+            return failed, started
 
 
 def _retry_later(request: HistoryRequest) -> Notification:
