@@ -372,8 +372,10 @@ class _SentFlag:
 
 def test_sigterm_finishes_running_commits_and_exits_0(tmp_path):
     """SIGTERM while a long request runs and another waits in the queue: the running one commits
-    and is notified, the queued one is told to retry, the process exits 0, the warehouse is whole."""
-    year = (SEED_START, SEED_START + 365 * DAY_US - 1)
+    and is notified, the queued one is told to retry, the process exits 0, the warehouse is whole.
+    (Three years of 1-minute candles: the worker is busy with the source's answer long enough,
+    as it is free for the next request once the fill waits for the committer.)"""
+    year = (SEED_START - 2 * 365 * DAY_US, SEED_START + 365 * DAY_US - 1)
     flag = _SentFlag()
     pm = get_plugin_manager()
     pm.register(flag)
@@ -409,7 +411,7 @@ def test_sigterm_finishes_running_commits_and_exits_0(tmp_path):
     assert exited_after < 30, exited_after  # ~1-2 s when idle: the year of candles commits first
     assert "SIGTERM received" in logs and "relay stopped" in logs
     assert isinstance(running, dict), running
-    assert running["status"] == "OK" and running["row_count"] == 365 * 1440
+    assert running["status"] == "OK" and running["row_count"] == 3 * 365 * 1440
     # the queued one was told to retry: sent again under the same id, and with no relay back
     # within its timeout, a ConnectionError saying so
     assert isinstance(queued, errors.RelayUnavailableError), queued
@@ -423,8 +425,8 @@ def test_sigterm_finishes_running_commits_and_exits_0(tmp_path):
         queued_rows, _ = warehouse.read_candles("SIM:QUEUED/USDT", 3600, (SEED_START, SEED_END + 1))
     finally:
         warehouse.close()
-    assert table.num_rows == 365 * 1440
-    assert len(pc.unique(table["timestamp"])) == 365 * 1440
+    assert table.num_rows == 3 * 365 * 1440
+    assert len(pc.unique(table["timestamp"])) == 3 * 365 * 1440
     assert coverage == [(year[0], year[1] + 1)]
     assert queued_rows.num_rows == 0
 

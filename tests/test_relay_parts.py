@@ -229,6 +229,56 @@ def test_overlap_queue_finds_earlier_overlapping_requests_and_forgets_finished_o
     asyncio.run(main())
 
 
+def test_a_request_waits_for_running_overlapping_ones_never_for_a_chain_of_waiting_ones():
+    async def main() -> None:
+        queue = OverlapQueue()
+        gate = asyncio.Event()
+        key = ("SIM:BTC/USDT", 60)
+        running = asyncio.create_task(gate.wait())
+        queue.add(key, 0, 10, running)  # runs at once
+        waiting = asyncio.create_task(gate.wait())
+        assert queue.earlier(key, 5, 20) == [running]
+        entry = queue.add(key, 5, 20, waiting, running=False)  # waits for the first
+        # A third one overlapping only the waiting one does not queue behind it (no chain) ...
+        assert queue.earlier(key, 15, 30) == []
+        # ... and one overlapping both waits for the running one only.
+        assert queue.earlier(key, 8, 18) == [running]
+        entry.running = True  # the first is done, the second runs: now it is waited for
+        assert queue.earlier(key, 15, 30) == [waiting]
+        gate.set()
+        await asyncio.gather(running, waiting)
+
+    asyncio.run(main())
+
+
+def test_requests_released_together_store_each_candle_once(warehouse):
+    """Overlapping requests that stop waiting at the same moment run together: the shared part
+    may be fetched twice, but the committer stores it once and each notification counts it."""
+    historian = Historian(warehouse)
+    published: list[Notification] = []
+
+    async def publish(notification: Notification) -> None:
+        published.append(notification)
+
+    async def main() -> None:
+        scheduler = Scheduler(historian, workers=4, results=ResultCache(), publish=publish)
+        try:
+            scheduler.submit(history_request("first", SEED_START, SEED_START + 24 * H - 1), received=0.0)
+            scheduler.submit(history_request("second", SEED_START + 12 * H, SEED_START + 72 * H - 1), received=0.0)
+            scheduler.submit(history_request("third", SEED_START + 48 * H, SEED_START + 96 * H - 1), received=0.0)
+            scheduler.submit(history_request("fourth", SEED_START + 60 * H, SEED_START + 120 * H - 1), received=0.0)
+            await asyncio.gather(*scheduler.running())
+        finally:
+            scheduler.close()
+
+    asyncio.run(main())
+    assert {n.request_id: n.row_count for n in published} == {"first": 24, "second": 60, "third": 48, "fourth": 60}
+    assert all(n.status == Notification.OK for n in published)
+    stamps = warehouse.read_candles(SEED_TICKER, 3600, (0, 2**62))[0]["timestamp"].to_pylist()
+    assert stamps == list(range(SEED_START, SEED_START + 120 * H, H))
+    assert warehouse.read_coverage(SEED_TICKER, 3600) == [(SEED_START, SEED_START + 120 * H)]
+
+
 def history_request(request_id: str, start: int = SEED_START, end: int = SEED_END,
                     client_id: str = "alice") -> HistoryRequest:
     return HistoryRequest(request_id=request_id, client_id=client_id, ticker=SEED_TICKER, period_seconds=3600,

@@ -24,7 +24,7 @@ from ..ingest.historian import Historian
 from ..ingest.sources import SourceRegistry
 from .transport import HistoryTransport, check_request_args, result_from_notification, raise_for_error
 from ..storage.warehouse import Warehouse
-from ..wire import HistoryRequest
+from ..wire import HistoryRequest, Notification
 
 __all__ = ["EmbeddedHistory", "acquire_historian", "release_historian"]
 
@@ -116,7 +116,15 @@ class EmbeddedHistory(HistoryTransport):
         emit("dexorder_request_sent", request_id=request.request_id, ticker=name, period_seconds=period,
              start_time=start, end_time=end)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self.historian.handle, request)
+        executor = self._executor
+
+        async def handle() -> Notification:
+            # The worker thread is free again once the fill is queued for the committer, which
+            # commits it together with the other fills that finished meanwhile.
+            committed = await loop.run_in_executor(executor, self.historian.begin, request)
+            return await asyncio.wrap_future(committed)
+
+        future = asyncio.ensure_future(handle())
         try:
             notification = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

@@ -3,9 +3,11 @@
 For a request it validates the input, rounds the range to whole periods, leaves out periods
 that have not closed, asks the exchange's ingest source, converts prices and volumes to integers
 with the market's decimals, and commits through the warehouse's single committer: the market
-(first time only), then the candles not already stored (one atomic append), then the coverage
-row (also for an empty range). Candles are committed before coverage, so a crash in between
-leaves stored candles that gap detection already counts, never coverage without candles.
+(first time only, on its own), then the candles not already stored and then the coverage row
+(also for an empty range), each in one append shared with the other fills that finished
+meanwhile (group commit, see :meth:`Warehouse.commit_fills`). Candles are committed before
+coverage, so a crash in between leaves stored candles that gap detection already counts, never
+coverage without candles.
 
 A candle that cannot be real is refused, never stored: a high below ``max(open, close)``, a low
 above ``min(open, close)``, or a negative price or volume. The request then fails with
@@ -17,12 +19,15 @@ asking again stores the range.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,7 +60,7 @@ from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subt
 from ..vocabulary.tickers import Ticker, parse_ticker
 from ..vocabulary.times import format_micros, now_micros, to_micros
 from ..storage.ledger import drop_stale_coverage
-from ..storage.warehouse import CoveragePart, Warehouse, candle_arrow_schema
+from ..storage.warehouse import CoveragePart, Fill, FillOutcome, Warehouse, candle_arrow_schema, coverage_row
 from ..wire import HistoryRequest, Notification
 from ..wire.errors import wire_name
 from .sources import IngestSource, SourceCandles, SourceRegistry
@@ -278,18 +283,49 @@ class Historian:
 
     def handle(self, request: HistoryRequest) -> Notification:
         """Ingest the request's range and return its completion notification (never raises)."""
+        return self.begin(request).result()
+
+    def begin(self, request: HistoryRequest) -> concurrent.futures.Future[Notification]:
+        """Do the work of a request up to its commit on this thread; the future gives its
+        completion notification (never an exception) once the committer has committed it, with
+        the other fills that finished meanwhile. A worker thread can take the next request
+        instead of waiting for the commit, so more fills share each commit."""
         began = time.perf_counter()
+        timings: dict[str, float] = {}
+        try:
+            valid = self.validate(request)
+            pending = self._ingest(valid, timings)
+        except Exception as exc:
+            pending = concurrent.futures.Future()
+            pending.set_exception(exc)
+            valid = None
+        done: concurrent.futures.Future[Notification] = concurrent.futures.Future()
+
+        def finish(outcome: concurrent.futures.Future[tuple[int, int]]) -> None:
+            if "submitted" in timings:
+                timings["commit"] = time.perf_counter() - timings.pop("submitted")
+            try:
+                done.set_result(self._notification(request, valid, outcome, timings, began))
+            except BaseException as exc:  # never leave the request waiting
+                done.set_result(Notification(request_id=request.request_id, client_id=request.client_id,
+                                             status=Notification.ERROR,
+                                             error_message=f"internal error in the historian: {exc!r}"))
+
+        pending.add_done_callback(finish)
+        return done
+
+    def _notification(self, request: HistoryRequest, valid: ValidatedRequest | None,
+                      outcome: concurrent.futures.Future[tuple[int, int]], timings: dict[str, float],
+                      began: float) -> Notification:
         notification = Notification(
             request_id=request.request_id,
             client_id=request.client_id,
             iceberg_namespace=self.warehouse.namespace,
             iceberg_table=self.warehouse.candles_table_name,
         )
-        timings: dict[str, float] = {}
         try:
-            valid = self.validate(request)
-            added, stored = self._ingest(valid, timings)
-            if valid.interval is not None:
+            added, stored = outcome.result()
+            if valid is not None and valid.interval is not None:
                 notification.covered_start, notification.covered_end = valid.interval
             notification.row_count = stored
             notification.status = Notification.OK if stored else Notification.NOT_FOUND
@@ -299,7 +335,7 @@ class Historian:
             notification.error_type = wire_name(exc)
             added = 0
         except Exception as exc:  # a bug or a backend failure: report it, keep serving
-            log.exception("request %s failed", request.request_id)
+            log.error("request %s failed", request.request_id, exc_info=exc)
             notification.status = Notification.ERROR
             notification.error_message = f"internal error in the historian: {type(exc).__name__}: {exc}"
             added = 0
@@ -319,14 +355,19 @@ class Historian:
             own = self.settle_seconds if self.settle_seconds is not None else default_settle_seconds(period_seconds)
         return max(0, int(own * 1_000_000))
 
-    def _ingest(self, valid: ValidatedRequest, timings: dict[str, float], *, recheck: bool = False) -> tuple[int, int]:
+    def _ingest(self, valid: ValidatedRequest, timings: dict[str, float], *,
+                recheck: bool = False) -> concurrent.futures.Future[tuple[int, int]]:
+        """Everything up to the commit; the future gives ``(added, stored)`` once committed."""
+        done: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
         interval = valid.interval
         if interval is None:
-            return 0, 0
+            done.set_result((0, 0))
+            return done
         if not recheck:
             stored = self.warehouse.stored_if_covered(str(valid.ticker), valid.period_seconds, interval)
             if stored is not None:  # ingested before: no source call, no commit
-                return 0, stored
+                done.set_result((0, stored))
+                return done
         source = self.sources.source_for(valid.ticker)
         source_name = self.sources.spec_for(valid.ticker.exchange)
         t0 = time.perf_counter()
@@ -350,42 +391,48 @@ class Historian:
                                                                          valid.period_seconds)
         settled = _clip(answered, (interval[0], min(interval[1], settled_stop)))
 
-        def commit() -> tuple[int, int]:
-            t1 = time.perf_counter()
+        def scale(market: MarketInfo) -> pd.DataFrame:
+            scaled = _rescale(frame, source_market, market) if got.scaled else scale_to_integers(frame, market)
+            check_candles(scaled, market, valid.period_seconds, source.name)  # before anything is written
+            return scaled
 
-            def scale(market: MarketInfo) -> pd.DataFrame:
-                scaled = _rescale(frame, source_market, market) if got.scaled else scale_to_integers(frame, market)
-                check_candles(scaled, market, valid.period_seconds, source.name)  # before anything is written
-                return scaled
+        market = self.warehouse.read_market(ticker)
+        scaled = scale(market or source_market)
+        if market is None and not frame.empty:
+            # An empty answer says nothing about the market's precision: store decimals
+            # only with the first candles, so files added later are not held to 0/0.
+            market = self.warehouse.committer.submit(self.warehouse.write_market, source_market, source.name).result()
+            if market != source_market:  # another writer stored the market first
+                scaled = scale(market)
+        if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
+            scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
+        table = self._to_arrow(ticker, valid.period_seconds, scaled)
+        if fingerprint is not None and table.num_rows:
+            self._check_unchanged(ticker, valid.period_seconds, interval, table, source_name)
+        # Committed with the other fills that finish meanwhile: candles, then coverage.
+        rows = functools.partial(self._coverage_rows, valid, settled, table, got.served_by, source_name,
+                                 fingerprint, recheck)
+        fill = Fill(ticker, valid.period_seconds, interval, table, rows)
+        timings["submitted"] = time.perf_counter()
+        return self.warehouse.submit_fill(fill)
 
-            market = self.warehouse.read_market(ticker)
-            scaled = scale(market or source_market)
-            if market is None and not frame.empty:
-                # An empty answer says nothing about the market's precision: store decimals
-                # only with the first candles, so files added later are not held to 0/0.
-                market = self.warehouse.write_market(source_market, source.name)
-                if market != source_market:  # another writer stored the market first
-                    scaled = scale(market)
-            if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none
-                scaled = aggregate_candles(scaled, fetch_period, valid.period_seconds)
-            table = self._to_arrow(ticker, valid.period_seconds, scaled)
-            if fingerprint is not None and table.num_rows:
-                self._check_unchanged(ticker, valid.period_seconds, interval, table, source_name)
-            added, stored = self.warehouse.append_new_candles(ticker, valid.period_seconds, interval, table)
-            todo = settled
-            if not recheck:  # a repeat of a range already recorded adds no snapshot
-                covered = self.warehouse.read_coverage(ticker, valid.period_seconds)
-                todo = [piece for part in settled for piece in subtract_intervals(part, covered)]
-            parts = _coverage_parts(todo, interval, stored, table, got.served_by, source_name, valid.period_seconds)
-            if parts and fingerprint is not None:
-                self._note_fingerprinted(ticker, valid.period_seconds)
-            if parts:
-                self.warehouse.record_coverage(ticker, valid.period_seconds, interval, stored, valid.request_id,
-                                               fingerprint=fingerprint, parts=parts)
-            timings["commit"] = time.perf_counter() - t1
-            return added, stored
-
-        return self.warehouse.committer.submit(commit).result()
+    def _coverage_rows(self, valid: ValidatedRequest, settled: list[Interval], table: pa.Table,
+                       served_by: list[tuple[tuple[int, int], str]] | None, source_name: str,
+                       fingerprint: str | None, recheck: bool, outcome: FillOutcome) -> list[dict[str, Any]]:
+        """The coverage rows that record a committed fill: its settled, vouched-for parts not
+        recorded yet (a repeat of a range already recorded adds no snapshot; a re-check records
+        them all again, with the source's new fingerprint), one per source that served."""
+        assert valid.interval is not None
+        ticker = str(valid.ticker)
+        todo = settled
+        if not recheck:
+            todo = [piece for part in settled for piece in subtract_intervals(part, list(outcome.covered))]
+        parts = _coverage_parts(todo, valid.interval, outcome.stored, table, served_by, source_name,
+                                valid.period_seconds)
+        if parts and fingerprint is not None:
+            self._note_fingerprinted(ticker, valid.period_seconds)
+        return [coverage_row(ticker, valid.period_seconds, part.interval, part.row_count, valid.request_id,
+                             source=part.source, fingerprint=fingerprint) for part in parts]
 
     def _check_unchanged(self, ticker: str, period_seconds: int, interval: Interval, table: pa.Table,
                          source_name: str) -> None:
@@ -501,7 +548,7 @@ class Historian:
                 for piece_start, piece_stop in _pieces((start, stop), period, self.max_range_candles):
                     request_id = f"recheck-{name}-{period}-{piece_start}"
                     valid = ValidatedRequest(request_id, parsed, period, (piece_start, piece_stop))
-                    self._ingest(valid, {}, recheck=True)
+                    self._ingest(valid, {}, recheck=True).result()
                     rechecked += 1
         dropped = self.warehouse.committer.submit(
             drop_stale_coverage, self.warehouse, name, current, period_seconds).result()

@@ -3,10 +3,12 @@ overlapping ranges of one ticker and period one after the other, and the workers
 between clients (round-robin by ``client_id``: one client's backlog does not hold up another's
 request).
 
-A request whose range overlaps one that came first waits (holding no worker) until that one is
-done, then finds its candles stored and only fetches and commits what is left: under many
-clients asking for overlapping windows each candle is fetched and committed once instead of
-racing through the single committer.
+A request whose range overlaps one that came first and is running waits (holding no worker)
+until that one is done, then finds its candles stored and only fetches and commits what is
+left: under many clients asking for overlapping windows most candles are fetched once. It does
+not wait for one that is itself waiting (no chains of waits); overlapping requests released
+together may fetch a shared part twice, and the committer stores each candle once. A worker is
+free again once its fill is queued for the committer (group commit).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class _Running:
     start: int
     end: int
     task: asyncio.Task[None]
+    running: bool = True  # False while it waits for earlier overlapping requests
 
 
 class OverlapQueue:
@@ -53,14 +56,23 @@ class OverlapQueue:
         return len(self._by_key)
 
     def earlier(self, key: tuple[str, int], start: int, end: int) -> list[asyncio.Task[None]]:
-        """The tasks of the requests for ``key`` whose range meets ``[start, end]``."""
-        return [item.task for item in self._by_key.get(key, []) if item.start <= end and start <= item.end]
+        """The tasks of the running requests for ``key`` whose range meets ``[start, end]``.
 
-    def add(self, key: tuple[str, int], start: int, end: int, task: asyncio.Task[None]) -> None:
-        """Track ``task`` until it is done."""
-        item = _Running(start, end, task)
+        One that still waits for earlier ones itself is left out: a request waits for at most
+        one round of running requests, never for a chain of requests each waiting for the one
+        before (under many overlapping windows such a chain grew to a dozen commits long).
+        Requests that stop waiting at the same moment may fetch a shared part twice; the
+        committer's duplicate check stores each candle once."""
+        return [item.task for item in self._by_key.get(key, [])
+                if item.running and item.start <= end and start <= item.end]
+
+    def add(self, key: tuple[str, int], start: int, end: int, task: asyncio.Task[None], *,
+            running: bool = True) -> _Running:
+        """Track ``task`` until it is done (``running=False``: it waits; set ``running`` when it starts)."""
+        item = _Running(start, end, task, running)
         self._by_key.setdefault(key, []).append(item)
         task.add_done_callback(lambda _task: self._forget(key, item))
+        return item
 
     def _forget(self, key: tuple[str, int], item: _Running) -> None:
         items = self._by_key.get(key)
@@ -168,10 +180,11 @@ class Scheduler:
         overlapping ones that came first. Its ``request_id`` must not be in flight already."""
         key = (request.ticker, request.period_seconds)
         earlier = self._overlaps.earlier(key, request.start_time, request.end_time)
-        task = asyncio.get_running_loop().create_task(self._run(request, received, earlier),
+        entry: list[_Running] = []  # filled below, before the task first runs
+        task = asyncio.get_running_loop().create_task(self._run(request, received, earlier, entry),
                                                       name=f"relay-request-{request.request_id}")
         self._in_flight[request.request_id] = task
-        self._overlaps.add(key, request.start_time, request.end_time, task)
+        entry.append(self._overlaps.add(key, request.start_time, request.end_time, task, running=not earlier))
 
     def stop_queue(self) -> None:
         """Start no more requests: those queued get an ERROR notification saying to retry."""
@@ -187,16 +200,21 @@ class Scheduler:
         """Wait for the historian threads to end."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def _run(self, request: HistoryRequest, received: float, earlier: list[asyncio.Task[None]]) -> None:
+    async def _run(self, request: HistoryRequest, received: float, earlier: list[asyncio.Task[None]],
+                   entry: list[_Running]) -> None:
         started = finished = time.perf_counter()
         try:
             if earlier:  # overlapping requests that came first: their candles are then stored, not redone
                 await asyncio.wait(earlier)
+                for item in entry:
+                    item.running = True
             await self._fair.acquire(request.client_id)  # one worker, in this client's turn
+            committed: concurrent.futures.Future[Notification] | None = None
             try:
-                job = self._executor.submit(self._timed_handle, request)
+                job = self._executor.submit(self._timed_begin, request)
                 try:
-                    notification, started, finished = await asyncio.wrap_future(job)
+                    begun, started = await asyncio.wrap_future(job)
+                    committed = begun
                 except asyncio.CancelledError:
                     if not job.cancelled():
                         raise
@@ -204,6 +222,13 @@ class Scheduler:
                     started = finished = time.perf_counter()
             finally:
                 self._fair.release()
+            if committed is not None:
+                # The worker is free for the next request while the committer commits this
+                # fill together with the others that finished meanwhile.
+                notification = await asyncio.wrap_future(committed)
+                # the table uuids as this request's reads just loaded them: no catalog round trip
+                put_warehouse(notification, self.historian.warehouse.identity(load=False))
+                finished = time.perf_counter()
         except RuntimeError:  # stopping: the request was not started
             notification = _retry_later(request)
         finally:
@@ -216,18 +241,17 @@ class Scheduler:
                  Notification.Status.Name(notification.status), (started - received) * 1e3,
                  (finished - started) * 1e3, (done - received) * 1e3)
 
-    def _timed_handle(self, request: HistoryRequest) -> tuple[Notification, float, float]:
+    def _timed_begin(self, request: HistoryRequest) -> tuple[concurrent.futures.Future[Notification], float]:
         started = time.perf_counter()
         try:
-            notification = self.historian.handle(request)
-        except Exception as exc:  # handle() never raises; this is a last line of defence
+            return self.historian.begin(request), started
+        except Exception as exc:  # begin() never raises; this is a last line of defence
             log.exception("relay: the historian raised on request %s", request.request_id)
-            notification = Notification(request_id=request.request_id, client_id=request.client_id,
-                                        status=Notification.ERROR,
-                                        error_message=f"internal error in the historian: {type(exc).__name__}: {exc}")
-        # the table uuids as this request's reads just loaded them: no catalog round trip
-        put_warehouse(notification, self.historian.warehouse.identity(load=False))
-        return notification, started, time.perf_counter()
+            failed: concurrent.futures.Future[Notification] = concurrent.futures.Future()
+            failed.set_result(Notification(
+                request_id=request.request_id, client_id=request.client_id, status=Notification.ERROR,
+                error_message=f"internal error in the historian: {type(exc).__name__}: {exc}"))
+            return failed, started
 
 
 def _retry_later(request: HistoryRequest) -> Notification:

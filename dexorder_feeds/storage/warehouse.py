@@ -12,15 +12,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalog import catalog_label, redact_uri, scrub
-from ..vocabulary.errors import DexOrderError, WarehouseError
+from ..vocabulary.errors import DataError, DexOrderError, WarehouseError
 from ..vocabulary.identity import WarehouseIdentity
 from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
@@ -43,11 +45,13 @@ from .schema import (
     ticker_period_spec,
 )
 
-__all__ = ["Warehouse", "Committer", "CoveragePart", "CANDLE_COLUMNS", "ROW_GROUP_ROWS", "TABLE_LAYOUTS", "TableLayout", "candle_arrow_schema"]
+__all__ = ["Warehouse", "Committer", "CoveragePart", "Fill", "FillOutcome", "coverage_row", "CANDLE_COLUMNS",
+           "ROW_GROUP_ROWS", "TABLE_LAYOUTS", "TableLayout", "candle_arrow_schema"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _COMMIT_ATTEMPTS = 8
 
@@ -96,6 +100,44 @@ def translate_errors(action: str, secrets: Mapping[str, Any] | None = None) -> I
         hidden = error
     if hidden is not None:
         raise hidden from None  # the original's text would show the secret in tracebacks
+
+
+@dataclass(frozen=True)
+class FillOutcome:
+    """What the candle commit did for one :class:`Fill`, for deciding its coverage rows.
+
+    ``added``: candles of the fill appended; ``stored``: candles its interval holds now;
+    ``covered``: the merged ranges of its ticker and period recorded at the coverage snapshot
+    the rows are appended to, plus those recorded by fills earlier in the same batch.
+    """
+
+    added: int
+    stored: int
+    covered: tuple[Interval, ...]
+
+
+@dataclass(eq=False)
+class Fill:
+    """One gap fill to commit: the candles of ``interval`` (one ticker and period, all inside
+    it, the candle columns), and ``coverage_rows``, which gives the coverage rows to record
+    once the candles are stored (built with :func:`coverage_row`; none: record nothing)."""
+
+    ticker: str
+    period_seconds: int
+    interval: Interval
+    candles: pa.Table
+    coverage_rows: Callable[[FillOutcome], list[dict[str, Any]]]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.ticker, self.period_seconds)
+
+
+def coverage_row(ticker: str, period_seconds: int, interval: Interval, row_count: int, request_id: str | None,
+                 **extra: Any) -> dict[str, Any]:
+    """One row of the coverage table (``extra``: further columns of it, by name)."""
+    return {"ticker": ticker, "period_seconds": period_seconds, "start_time": interval[0], "end_time": interval[1],
+            "row_count": row_count, "request_id": request_id, "ingested_at": time.time_ns() // 1000, **extra}
 
 
 def _is_calendar(period_seconds: int) -> bool:
@@ -512,12 +554,9 @@ class Warehouse:
 
         def attempt() -> None:
             (table,) = self._tables(COVERAGE_TABLE)
-            now = time.time_ns() // 1000
             row = pa.Table.from_pylist(
-                [{"ticker": ticker, "period_seconds": period_seconds, "start_time": part.interval[0],
-                  "end_time": part.interval[1], "row_count": part.row_count, "request_id": request_id,
-                  "ingested_at": now, "source": part.source, "fingerprint": fingerprint}
-                 for part in rows],
+                [coverage_row(ticker, period_seconds, part.interval, part.row_count, request_id,
+                              source=part.source, fingerprint=fingerprint) for part in rows],
                 schema=table.schema().as_arrow(),
             )
             table.append(row)
@@ -525,11 +564,144 @@ class Warehouse:
 
         self.commit(f"recording coverage of {ticker}", attempt)
 
+    # -- group commit (committer thread only) ------------------------------------------------
+    def submit_fill(self, fill: Fill) -> concurrent.futures.Future[tuple[int, int]]:
+        """Queue ``fill`` for the committer's next batch; the future gives ``(added, stored)``
+        as :meth:`append_new_candles` does, once its candles and coverage rows are committed."""
+        return self.committer.submit_fill(fill)
+
+    def commit_fills(self, fills: Sequence[Fill]) -> list[tuple[int, int] | BaseException]:
+        """Commit ``fills`` together: one candle append, then one coverage append.
+
+        Each fill's candles are checked for duplicates against the stored ones of its interval
+        at the snapshot the append requires (and against the fills before it in the batch), so
+        a conflicting commit by another writer makes the append fail and the whole batch is
+        re-read and recomputed (never retried with frames read before the conflict). Candles
+        are committed before any coverage row, so a reader trusting coverage never sees a
+        partial range. A fill that cannot be written (bad columns, a candle outside its
+        interval) fails alone; if a batch fails for another reason than a conflict, its fills
+        are committed one by one, so only the one at fault fails. Returns, per fill,
+        ``(added, stored)`` or the exception that fill failed with.
+        """
+        results: list[tuple[int, int] | BaseException] = [AssertionError("fill not committed")] * len(fills)
+        ready: list[tuple[int, Fill]] = []
+        for i, fill in enumerate(fills):
+            try:
+                ready.append((i, self._checked_fill(fill)))
+            except Exception as exc:
+                results[i] = exc
+        stored: dict[int, tuple[int, int]] = {}
+        for i, got in self._batched(ready, "writing candles of", self._append_fills).items():
+            if isinstance(got, BaseException):
+                results[i] = got
+            else:
+                stored[i] = got
+        covering = [(i, fill) for i, fill in ready if i in stored]
+        recorded = self._batched(covering, "recording coverage of",
+                                 lambda batch: self._append_coverage(batch, [stored[i] for i, _ in batch]))
+        for i, failed in recorded.items():
+            results[i] = failed if isinstance(failed, BaseException) else stored[i]
+        return results
+
+    def _checked_fill(self, fill: Fill) -> Fill:
+        """``fill`` with its candles in the table's candle schema, or a :class:`DataError`."""
+        candles = fill.candles
+        try:
+            candles = candles.select(list(CANDLE_COLUMNS)).cast(candle_arrow_schema())
+        except (KeyError, ValueError, TypeError, pa.ArrowException) as exc:
+            raise DataError(f"the candles of {fill.ticker} do not fit the candle table: {exc}") from exc
+        if candles.num_rows:
+            tickers = pc.unique(candles["ticker"]).to_pylist()
+            periods = pc.unique(candles["period_seconds"]).to_pylist()
+            if tickers != [fill.ticker] or periods != [fill.period_seconds]:
+                raise DataError(f"a fill of {fill.ticker} {fill.period_seconds}s holds candles of {tickers} {periods}")
+            bounds = pc.min_max(candles["timestamp"])
+            if bounds["min"].as_py() < fill.interval[0] or bounds["max"].as_py() >= fill.interval[1]:
+                raise DataError(f"a fill of {fill.ticker} holds candles outside its interval {fill.interval}")
+        return Fill(fill.ticker, fill.period_seconds, fill.interval, candles, fill.coverage_rows)
+
+    def _batched(self, items: list[tuple[int, Fill]], action: str,
+                 attempt: Callable[[list[tuple[int, Fill]]], list[R]]) -> dict[int, R | BaseException]:
+        """Run ``attempt`` on all of ``items`` through :meth:`commit`; the results by index.
+        A failure other than giving up on conflicts is retried one fill at a time."""
+        if not items:
+            return {}
+        def run(part: list[tuple[int, Fill]]) -> dict[int, R | BaseException]:
+            tickers = sorted({fill.ticker for _, fill in part})
+            description = f"{action} {tickers[0]}" if len(tickers) == 1 else f"{action} {len(tickers)} tickers"
+            try:
+                return dict(zip((i for i, _ in part), self.commit(description, lambda: attempt(part))))
+            except Exception as exc:
+                if len(part) > 1 and not _gave_up(exc):
+                    log.warning("%s failed (%s); committing its %d fills one by one", description, exc, len(part))
+                    raise
+                return {i: exc for i, _ in part}
+
+        try:
+            return run(items)
+        except Exception:
+            out: dict[int, R | BaseException] = {}
+            for item in items:
+                out.update(run([item]))
+            return out
+
+    def _stored_timestamps(self, table: Any, fill: Fill) -> np.ndarray:
+        ts = self.reader.read(table, {"ticker": fill.ticker, "period_seconds": fill.period_seconds},
+                              range_column="timestamp", start=fill.interval[0], stop=fill.interval[1],
+                              columns=("timestamp",))["timestamp"].to_numpy()
+        if _is_calendar(fill.period_seconds) and ts.size:
+            ts = ts[is_aligned(fill.period_seconds, ts)]
+        return np.asarray(ts, dtype=np.int64)
+
+    def _append_fills(self, batch: list[tuple[int, Fill]]) -> list[tuple[int, int]]:
+        """One attempt: the candles of every fill not already stored (nor given by an earlier
+        fill of the batch), appended through the Table the duplicate checks read."""
+        # The same Table for the checks and the append: the append then requires the snapshot
+        # the checks read, and a concurrent commit makes it fail (no rebase) so the retry
+        # re-reads instead of appending stale rows.
+        (table,) = self._tables(CANDLES_TABLE)
+        taken: dict[tuple[str, int], list[np.ndarray]] = {}
+        pieces: list[pa.Table] = []
+        outcomes: list[tuple[int, int]] = []
+        for _, fill in batch:
+            lo, hi = fill.interval
+            earlier = [ts[(ts >= lo) & (ts < hi)] for ts in taken.get(fill.key, [])]
+            known = np.concatenate([self._stored_timestamps(table, fill), *earlier])
+            fresh = fill.candles
+            if known.size and fresh.num_rows:
+                fresh = fresh.filter(pc.invert(pc.is_in(fresh["timestamp"], value_set=pa.array(known))))
+            if fresh.num_rows:
+                pieces.append(fresh)
+                taken.setdefault(fill.key, []).append(fresh["timestamp"].to_numpy())
+            outcomes.append((fresh.num_rows, int(known.size) + fresh.num_rows))
+        if pieces:
+            rows = pa.concat_tables(pieces).sort_by(
+                [("ticker", "ascending"), ("period_seconds", "ascending"), ("timestamp", "ascending")])
+            _append(table, rows.cast(table.schema().as_arrow()))
+            self._after_commit(CANDLES_TABLE, table, *sorted(taken))
+        return outcomes
+
+    def _append_coverage(self, batch: list[tuple[int, Fill]], outcomes: list[tuple[int, int]]) -> list[None]:
+        """One attempt: the coverage rows of every fill, appended in one commit."""
+        (table,) = self._tables(COVERAGE_TABLE)
+        recorded: dict[tuple[str, int], list[Interval]] = {}
+        rows: list[dict[str, Any]] = []
+        for (_, fill), (added, stored) in zip(batch, outcomes):
+            if fill.key not in recorded:
+                recorded[fill.key] = self._coverage_in(table, fill.ticker, fill.period_seconds)
+            mine = fill.coverage_rows(FillOutcome(added, stored, tuple(merge_intervals(recorded[fill.key]))))
+            recorded[fill.key] += [(row["start_time"], row["end_time"]) for row in mine]
+            rows += mine
+        if rows:
+            _append(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+            self._after_commit(COVERAGE_TABLE, table, *sorted({(r["ticker"], r["period_seconds"]) for r in rows}))
+        return [None] * len(batch)
+
     # -- automatic maintenance ------------------------------------------------------------
-    def _after_commit(self, name: str, table: Any, partition: tuple) -> None:
+    def _after_commit(self, name: str, table: Any, *partitions: tuple) -> None:
         """Share the committed metadata with readers, and queue maintenance on the committer if
-        this commit (``table`` is now at its snapshot) crossed a threshold of the policy. Never
-        raises: both are optimisations."""
+        this commit (``table`` is now at its snapshot, having written to ``partitions``) crossed
+        a threshold of the policy. Never raises: both are optimisations."""
         self.reader.adopt(table)
         policy = self.maintenance
         if not policy.auto or self._closing:
@@ -537,18 +709,21 @@ class Warehouse:
         from . import maintenance
 
         try:
-            files = self.reader.plan(table).partition_files(partition)
-            small = sum(1 for f in files if f.record_count < policy.small_file_rows)
-            if small >= policy.compact_small_files:
-                values = dict(zip(TABLE_LAYOUTS[name].partition_by, partition))
+            compacting = False
+            for partition in partitions:
+                files = self.reader.plan(table).partition_files(partition)
+                small = sum(1 for f in files if f.record_count < policy.small_file_rows)
+                if small >= policy.compact_small_files:
+                    values = dict(zip(TABLE_LAYOUTS[name].partition_by, partition))
 
-                def compact_then_expire() -> None:
-                    maintenance.compact_partition(self, name, values)
-                    self._expire(name, min_expired=1)
+                    def compact_then_expire(values: dict[str, Any] = values) -> None:
+                        maintenance.compact_partition(self, name, values)
+                        self._expire(name, min_expired=1)
 
-                self._schedule(("compact", name, partition), compact_then_expire)
-            elif (len(table.metadata.snapshots) >= policy.keep_snapshots + policy.expire_batch
-                  and time.monotonic() >= self._expiry_quiet_until.get(name, 0.0)):
+                    self._schedule(("compact", name, partition), compact_then_expire)
+                    compacting = True
+            if (not compacting and len(table.metadata.snapshots) >= policy.keep_snapshots + policy.expire_batch
+                    and time.monotonic() >= self._expiry_quiet_until.get(name, 0.0)):
                 self._schedule(("expire", name), lambda: self._expire(name, min_expired=max(1, policy.expire_batch // 2)))
         except Exception:
             log.warning("could not plan maintenance of %s after a commit", name, exc_info=True)
@@ -613,22 +788,99 @@ def _add_missing_columns(table: Any, name: str, conflict: type[Exception]) -> No
             return
 
 
+_memo_transaction: type | None = None
+
+
+def _append(table: Any, data: pa.Table) -> None:
+    """``table.append(data)``, through a ``Transaction`` that works out its staged metadata once
+    per change instead of on every look: pyiceberg 0.12 deep-copies the whole table metadata
+    (every snapshot) each time ``Transaction.table_metadata`` is read, about 20 times per
+    append, which was ~40% of a commit's time here. The metadata models are frozen, so the one
+    copy can be shared."""
+    global _memo_transaction
+    if _memo_transaction is None:
+        from pyiceberg.table import Transaction
+
+        staged = Transaction.table_metadata
+
+        class MemoTransaction(Transaction):
+            _memo: tuple[Any, Any, Any] | None = None
+
+            @property
+            def table_metadata(self) -> Any:
+                memo = self._memo
+                if memo is not None and memo[0] is self._table.metadata and memo[1] is self._updates:
+                    return memo[2]
+                value = staged.fget(self)  # type: ignore[attr-defined]
+                self._memo = (self._table.metadata, self._updates, value)
+                return value
+
+        _memo_transaction = MemoTransaction
+    with _memo_transaction(table) as transaction:
+        transaction.append(data)
+
+
+def _gave_up(exc: BaseException) -> bool:
+    """Whether :meth:`Warehouse.commit` gave up on commit conflicts (rather than failing)."""
+    return isinstance(exc.__cause__, _FileVanished) or type(exc.__cause__).__name__ in (
+        "CommitFailedException", "ValidationException")
+
+
 def _snapshot_id(table: Any) -> int | None:
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 
 
 class Committer:
-    """The one thread of a process that commits to a warehouse; jobs run in submission order."""
+    """The one thread of a process that commits to a warehouse; jobs run in submission order,
+    except that fills (:meth:`submit_fill`) queued while it works are committed together."""
 
     def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"dexorder-committer-{warehouse.namespace}"
         )
+        self._fills: deque[tuple[Fill, concurrent.futures.Future[tuple[int, int]]]] = deque()
+        self._lock = threading.Lock()
         self.closed = False
+        self.batches = 0  # fill batches committed, for tests and logs
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         return self._executor.submit(fn, *args)
+
+    def submit_fill(self, fill: Fill) -> concurrent.futures.Future[tuple[int, int]]:
+        """Queue ``fill``; it is committed with every other fill queued when the committer
+        gets to it (raises RuntimeError once the committer is shutting down)."""
+        future: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
+        with self._lock:
+            self._fills.append((fill, future))
+            try:
+                self._executor.submit(self._drain)
+            except RuntimeError:
+                self._fills.pop()
+                raise
+        return future
+
+    def _drain(self) -> None:
+        """Commit every fill queued now as one batch (none left: an earlier drain took them)."""
+        with self._lock:
+            batch = list(self._fills)
+            self._fills.clear()
+        batch = [(fill, future) for fill, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        began = time.perf_counter()
+        try:
+            results: list[tuple[int, int] | BaseException] = self._warehouse.commit_fills([f for f, _ in batch])
+        except BaseException as exc:  # a bug: every waiting request hears of it
+            results = [exc] * len(batch)
+        self.batches += 1
+        log.debug("committed a batch of %d fills in %.1f ms", len(batch), (time.perf_counter() - began) * 1e3)
+        for (_, future), result in zip(batch, results):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     def close(self) -> None:
         self.closed = True
