@@ -182,22 +182,25 @@ def test_a_file_vanishing_under_a_read_reloads_and_reads_again(manual, monkeypat
     assert data.num_rows == 5 and not failures
 
 
-def test_files_are_sorted_lz4_row_groups_and_a_week_touches_at_most_two(manual):
+def test_files_are_sorted_delta_encoded_lz4_row_groups_and_a_week_touches_at_most_two(manual):
+    start = SEED_START - 4 * 365 * 24 * H  # 35,040 hourly candles: more than one row group
     Historian(manual).handle(HistoryRequest(request_id="y", ticker=SEED_TICKER, period_seconds=3600,
-                                            start_time=SEED_START, end_time=SEED_START + 400 * 24 * H - 1))
+                                            start_time=start, end_time=SEED_START - 1))
     table = manual.load_table("ohlc")
     (planned,) = manual.reader.plan(table).partition_files((SEED_TICKER, 3600))
     with table.io.new_input(planned.path).open() as source:
         metadata = pq.read_metadata(source)
-    assert metadata.num_rows == 9600 and metadata.num_row_groups == 3
+    rows = 4 * 365 * 24
+    assert metadata.num_rows == rows and metadata.num_row_groups == -(-rows // ROW_GROUP_ROWS) > 1
     assert all(metadata.row_group(i).num_rows <= ROW_GROUP_ROWS for i in range(metadata.num_row_groups))
     assert metadata.row_group(0).column(0).compression.startswith("LZ4")
+    assert "DELTA_BINARY_PACKED" in metadata.row_group(0).column(2).encodings  # timestamp
     footer = manual.reader._footer(table, planned.path, "timestamp")
     lows, highs = footer.row_group_bounds["timestamp"]
     assert list(lows[1:]) > list(highs[:-1])  # sorted: row groups do not overlap
-    for week in range(0, 57):
-        start = SEED_START + week * 168 * H
-        assert int(((highs >= start) & (lows < start + 168 * H)).sum()) <= 2
+    for week in range(0, rows // 168):
+        week_start = start + week * 168 * H
+        assert int(((highs >= week_start) & (lows < week_start + 168 * H)).sum()) <= 2
 
 
 def test_the_frame_has_the_seed_dtypes_and_shares_no_writes_with_the_rows():

@@ -13,6 +13,9 @@ to check.
   bounds, from its manifests (instead of ``plan_files`` per read), and incrementally from an
   earlier plan when only appends came after it. A plan is ``direct`` only when pyarrow alone can
   read its files; otherwise the reader hands the read back to pyiceberg's scan.
+- :func:`install_parquet_encodings`: per-column Parquet encodings from two table properties of
+  ours (pyiceberg's writer passes pyarrow no ``column_encoding``); a table without them is
+  written exactly as pyiceberg would.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 __all__ = [
     "PlannedFile", "SnapshotPlan", "SqlMetadataLocations", "table_from_metadata", "plan_snapshot",
-    "plan_appends", "MAX_INCREMENTAL_STEPS",
+    "plan_appends", "MAX_INCREMENTAL_STEPS", "install_parquet_encodings",
 ]
 
 MAX_INCREMENTAL_STEPS = 32
@@ -195,3 +198,35 @@ def plan_appends(table: Any, snapshot: Any, cached: Callable[[int], SnapshotPlan
         if not _collect(table, added, files):
             return None
     return SnapshotPlan(base.table_uuid, snapshot.snapshot_id, {k: tuple(v) for k, v in files.items()}, True)
+
+
+def _columns(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+def install_parquet_encodings() -> bool:
+    """Make pyiceberg's Parquet writer honour ``dexorder.write.parquet.delta-columns`` (written
+    DELTA_BINARY_PACKED) and ``dexorder.write.parquet.dictionary-columns`` (dictionary-encoded;
+    any other column PLAIN) where a table sets them. Idempotent; False if this pyiceberg has no
+    writer-options function to extend (files are then written with pyiceberg's defaults)."""
+    import pyiceberg.io.pyarrow as pyiceberg_pyarrow
+
+    from .schema import DELTA_COLUMNS_PROPERTY, DICTIONARY_COLUMNS_PROPERTY
+
+    original = getattr(pyiceberg_pyarrow, "_get_parquet_writer_kwargs", None)
+    if original is None:
+        return False
+    if getattr(original, "dexorder_encodings", False):
+        return True
+
+    def writer_kwargs(table_properties: Mapping[str, str]) -> dict[str, Any]:
+        kwargs = dict(original(table_properties))
+        delta = _columns(table_properties.get(DELTA_COLUMNS_PROPERTY))
+        if delta:
+            kwargs["use_dictionary"] = _columns(table_properties.get(DICTIONARY_COLUMNS_PROPERTY))
+            kwargs["column_encoding"] = {name: "DELTA_BINARY_PACKED" for name in delta}
+        return kwargs
+
+    writer_kwargs.dexorder_encodings = True  # type: ignore[attr-defined]
+    pyiceberg_pyarrow._get_parquet_writer_kwargs = writer_kwargs
+    return True

@@ -25,6 +25,7 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
+from ._pyiceberg_shortcuts import install_parquet_encodings
 from .reader import TableReader
 from .schema import (
     CANDLE_COLUMNS,
@@ -36,6 +37,7 @@ from .schema import (
     TABLE_PROPERTIES,
     TableLayout,
     candle_arrow_schema,
+    properties_to_update,
     row_filter,
     table_schemas,
     ticker_period_spec,
@@ -147,6 +149,7 @@ class Warehouse:
             from pyiceberg.table.sorting import SortField, SortOrder
             from pyiceberg.transforms import IdentityTransform
 
+            install_parquet_encodings()  # the layout TABLE_PROPERTIES ask for (see schema.py)
             with contextlib.suppress(NamespaceAlreadyExistsError):
                 self.catalog.create_namespace_if_not_exists(self.namespace)
             for name, schema in table_schemas().items():
@@ -167,7 +170,7 @@ class Warehouse:
                         table = self.catalog.create_table_if_not_exists(self.identifier(name), schema=schema, **kwargs)
                     except TableAlreadyExistsError:
                         table = self.catalog.load_table(self.identifier(name))
-                missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
+                missing = properties_to_update(table.properties)
                 if missing:
                     with contextlib.suppress(CommitFailedException):  # another process is doing it
                         table.transaction().set_properties(missing).commit_transaction()
