@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .schema import LOAD_ORDER
 from ._pyiceberg_shortcuts import (
     PlannedFile,
     SnapshotPlan,
@@ -184,33 +185,40 @@ class TableReader:
             metadata, io, identifier = shared
             return table_from_metadata(self.catalog, identifier, metadata, location, io)
         table = self._load_table(name)
-        self.adopt(table)
+        self._share(table)
         return table
 
     def adopt(self, table: Any) -> None:
         """Share ``table``'s parsed metadata with every thread (e.g. right after this process
         committed through it: readers then need no load of the new metadata file)."""
+        self._share(table, new_commit=True)
+
+    def _share(self, table: Any, *, new_commit: bool = False) -> None:
         with self._lock:
-            self._generation += 1  # a staleness bound never hides this process's own commit
+            if new_commit:
+                self._generation += 1  # a staleness bound never hides this process's own commit
             self._metadata[table.metadata_location] = (table.metadata, table.io, table.name())
             self._metadata.move_to_end(table.metadata_location)
             while len(self._metadata) > _METADATA_KEPT:
                 self._metadata.popitem(last=False)
 
     def _tables_within_bound(self, names: tuple[str, ...]) -> tuple[Any, ...]:
-        """Catalogs with no cheap freshness check (REST): a table loaded by this thread less than
-        ``freshness_seconds`` ago, and since the last :meth:`invalidate`, is used again; else it
-        is reloaded. See docs/performance.md, "Catalogs"."""
-        loaded: dict[str, tuple[Any, float, int]] = self._local.__dict__.setdefault("loaded", {})
+        """Catalogs with no cheap freshness check (REST): this thread's tables, loaded together
+        less than ``freshness_seconds`` ago and since the last :meth:`invalidate`, are used
+        again. Any table missing from them reloads them all, in ``LOAD_ORDER`` (a table there
+        is loaded after those before it, so it is at least as new: candles after coverage)."""
+        view: dict[str, Any] = self._local.__dict__.setdefault("view", {})
         now, generation = time.monotonic(), self._generation
-        out = []
-        for name in names:
-            entry = loaded.get(name)
-            if entry is None or entry[2] != generation or now - entry[1] > self.freshness_seconds:
-                entry = (self._table_at(name, None), now, generation)
-                loaded[name] = entry
-            out.append(entry[0])
-        return tuple(out)
+        stamp = self._local.__dict__.get("view_stamp")
+        if stamp is None or stamp[1] != generation or now - stamp[0] > self.freshness_seconds:
+            view.clear()
+        if any(name not in view for name in names):
+            wanted = set(view) | set(names)
+            view.clear()
+            for name in sorted(wanted, key=lambda n: (LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER), n)):
+                view[name] = self._table_at(name, None)
+            self._local.view_stamp = (now, generation)
+        return tuple(view[name] for name in names)
 
     def invalidate(self) -> None:
         """Make every thread's next read check the catalog (catalogs read within a staleness
@@ -222,7 +230,7 @@ class TableReader:
     def forget(self) -> None:
         """Drop this thread's tables (the next read reloads them)."""
         self._local.__dict__.pop("tables", None)
-        self._local.__dict__.pop("loaded", None)
+        self._local.__dict__.pop("view", None)
 
     def retrying(self, read: Callable[[], T]) -> T:
         """Run ``read``; if a file vanished under it (expired by maintenance), reload and rerun."""

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 __all__ = [
     "CANDLES_TABLE", "MARKETS_TABLE", "COVERAGE_TABLE", "CANDLE_COLUMNS", "REQUIRED_CANDLE_COLUMNS",
-    "ROW_GROUP_ROWS", "TABLE_PROPERTIES", "SUPERSEDED_PROPERTIES", "properties_to_update",
+    "ROW_GROUP_ROWS", "LOAD_ORDER", "TABLE_PROPERTIES", "SUPERSEDED_PROPERTIES", "properties_to_update",
     "DELTA_COLUMNS_PROPERTY", "DICTIONARY_COLUMNS_PROPERTY", "TableLayout", "TABLE_LAYOUTS", "table_schemas",
     "ticker_period_spec", "candle_arrow_schema", "row_filter",
 ]
@@ -56,6 +56,12 @@ class TableLayout:
     sort_by: str | None
     unique_by: tuple[str, ...]
 
+
+# Where reads cannot see every table at one instant (a REST catalog: one load per table), tables
+# are loaded in this order: each is then at least as new as those before it. The historian
+# commits candles before their coverage row, so coverage loaded before candles never says a
+# range is ingested whose candles the candles table read does not hold.
+LOAD_ORDER = (COVERAGE_TABLE, MARKETS_TABLE, CANDLES_TABLE)
 
 TABLE_LAYOUTS: dict[str, TableLayout] = {
     CANDLES_TABLE: TableLayout(("ticker", "period_seconds"), "timestamp", ("timestamp",)),

@@ -203,12 +203,12 @@ class Warehouse:
         one catalog check for both tables (what a fetch's cache check needs)."""
 
         def read() -> tuple[pa.Table, list[Interval], int | None]:
-            # Coverage first, then the candles from a catalog check made after it: the
-            # historian commits candles before their coverage row, so every covered range
-            # seen here has its candles in the table read next (never "covered" but empty).
-            (coverage,) = self._tables(COVERAGE_TABLE)
+            # Both tables from one catalog check (SQL: one SELECT, one instant; REST: loaded
+            # coverage first, see LOAD_ORDER): the historian commits candles before their
+            # coverage row, so every covered range seen here has its candles in the candle
+            # table read (never "covered" but empty).
+            coverage, candles = self._tables(COVERAGE_TABLE, CANDLES_TABLE)
             covered = self._coverage_in(coverage, ticker, period_seconds)
-            (candles,) = self._tables(CANDLES_TABLE)
             return self._candles_in(candles, ticker, period_seconds, interval), covered, _snapshot_id(candles)
 
         with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
@@ -347,6 +347,7 @@ class Warehouse:
                         f"{description}: gave up after {tries} commit conflicts ({exc}); retry the request"
                     ) from exc
                 log.info("%s: commit conflict (%s), retry %d", description, exc, tries)
+                self.reader.invalidate()  # the retry re-reads the catalog (REST: past the staleness bound)
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
