@@ -20,6 +20,7 @@ to check.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import defaultdict
@@ -35,6 +36,8 @@ __all__ = [
 MAX_INCREMENTAL_STEPS = 32
 _LOCATIONS_QMARK = ("SELECT table_name, metadata_location FROM iceberg_tables "
                     "WHERE catalog_name = ? AND table_namespace = ?")
+_LOCATIONS_FORMAT = ("SELECT table_name, metadata_location FROM iceberg_tables "
+                     "WHERE catalog_name = %s AND table_namespace = %s")
 _LOCATIONS_NAMED = ("SELECT table_name, metadata_location FROM iceberg_tables "
                     "WHERE catalog_name = :catalog AND table_namespace = :namespace")
 
@@ -89,31 +92,58 @@ class SqlMetadataLocations:
     def read(self) -> dict[str, str] | None:
         """``{table name: metadata_location}`` (None for a catalog that is not SQL).
 
-        On SQLite the query runs on a connection of this thread's own, outside SQLAlchemy's
-        pool (~10 µs instead of ~90 µs); other databases go through the catalog's engine.
+        The query runs on a DB-API connection of this thread's own, outside SQLAlchemy's pool
+        and in autocommit (SQLite ~10 µs instead of ~90 µs; PostgreSQL one round trip instead
+        of a pool checkout, a statement compile, the query and a rollback). A connection that
+        fails is replaced once; a second failure goes through the catalog's engine.
         """
         if self.engine is None:
             return None
-        if self.engine.dialect.name == "sqlite":
-            rows = self._sqlite().execute(_LOCATIONS_QMARK, (self.catalog.name, self.namespace)).fetchall()
-        else:
-            from sqlalchemy import text
+        params = (self.catalog.name, self.namespace)
+        for _ in range(2):
+            connection = self._connection()
+            if connection is None:
+                break
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(self._query, params)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+                return {name: location for name, location in rows if location}
+            except Exception:  # a dropped connection, a restarted server: a new one, once
+                self._local.__dict__.pop("dbapi", None)
+                with contextlib.suppress(Exception):
+                    connection.close()
+        from sqlalchemy import text
 
-            with self.engine.connect() as connection:
-                rows = connection.execute(text(_LOCATIONS_NAMED), {"catalog": self.catalog.name,
-                                                                   "namespace": self.namespace}).all()
+        with self.engine.connect() as pooled:
+            rows = pooled.execute(text(_LOCATIONS_NAMED), {"catalog": self.catalog.name,
+                                                            "namespace": self.namespace}).all()
         return {name: location for name, location in rows if location}
 
-    def _sqlite(self) -> Any:
-        """This thread's DB-API connection to the SQLite catalog (new after a fork)."""
-        held = self._local.__dict__.get("sqlite")
+    @property
+    def _query(self) -> str:
+        style = self.engine.dialect.paramstyle if self.engine is not None else "qmark"
+        return _LOCATIONS_FORMAT if style in ("format", "pyformat") else _LOCATIONS_QMARK
+
+    def _connection(self) -> Any:
+        """This thread's DB-API connection to the catalog database (new after a fork), or None
+        if its driver takes neither ``?`` nor ``%s`` parameters."""
+        held = self._local.__dict__.get("dbapi")
         if held is None or held[0] != os.getpid():
             engine = self.engine
             assert engine is not None
-            cargs, cparams = engine.dialect.create_connect_args(engine.url)
             dialect = engine.dialect
-            held = (os.getpid(), dialect.loaded_dbapi.connect(*cargs, **cparams))
-            self._local.sqlite = held
+            if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+                return None
+            cargs, cparams = dialect.create_connect_args(engine.url)
+            connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+            if dialect.name != "sqlite" and hasattr(connection, "autocommit"):
+                connection.autocommit = True  # no transaction left open between reads
+            held = (os.getpid(), connection)
+            self._local.dbapi = held
         return held[1]
 
 
