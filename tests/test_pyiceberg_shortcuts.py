@@ -15,7 +15,7 @@ from dexorder_feeds.storage._pyiceberg_shortcuts import (
     table_from_metadata,
 )
 from dexorder_feeds.storage.catalog import open_catalog
-from dexorder_feeds.storage.maintenance import MANUAL, compact_partition, expire_snapshots
+from dexorder_feeds.storage.maintenance import MANUAL, compact_partition, compact_table, expire_snapshots
 from dexorder_feeds.storage.schema import (
     DELTA_COLUMNS_PROPERTY,
     DICTIONARY_COLUMNS_PROPERTY,
@@ -221,6 +221,29 @@ def test_a_warehouse_of_the_old_layout_reads_the_same_and_compaction_moves_it_to
     (compacted,) = partition_paths(new, TICKERS[0])
     assert "DELTA_BINARY_PACKED" in encodings(compacted)["timestamp"]
     assert pa.parquet.read_metadata(compacted.removeprefix("file://")).num_row_groups == 1
+    assert_shortcuts_agree(new)
+    new.close()
+
+
+def test_compact_table_rewrites_a_lone_file_of_the_old_layout(catalog_uri):
+    old = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    old.ensure_tables()
+    table = old.load_table("ohlc")
+    table.transaction().remove_properties(DELTA_COLUMNS_PROPERTY).commit_transaction()
+    old.reader.forget()
+    for ticker in TICKERS:
+        stamps = [START + i * H for i in range(100)]
+        old.append_new_candles(ticker, 3600, (stamps[0], stamps[-1] + H), candles(ticker, stamps))
+    before = {ticker: partition_paths(old, ticker) for ticker in TICKERS}
+    old.close()
+    new = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    new.ensure_tables()
+    results = new.committer.submit(compact_table, new, "ohlc").result()
+    assert sorted(r.partition[0] for r in results) == sorted(TICKERS)  # lone old files, rewritten
+    for ticker in TICKERS:
+        (after,) = partition_paths(new, ticker)
+        assert after not in before[ticker] and "DELTA_BINARY_PACKED" in encodings(after)["timestamp"]
+    assert new.committer.submit(compact_table, new, "ohlc").result() == []  # nothing outdated now
     assert_shortcuts_agree(new)
     new.close()
 

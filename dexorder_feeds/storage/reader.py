@@ -286,6 +286,26 @@ class TableReader:
                 self._memo.popitem(last=False)
         return value
 
+    def layout_outdated(self, table: Any, planned: PlannedFile) -> bool:
+        """True if a data file was written with an older layout than ``table``'s properties ask
+        for: a column they delta-encode that the file does not, or row groups cut smaller than
+        the row-group limit (compaction rewrites such files, see maintenance.compact_table)."""
+        from .schema import DELTA_COLUMNS_PROPERTY
+
+        metadata = self._footer(table, planned.path, None).metadata
+        properties = table.properties
+        limit = int(properties.get("write.parquet.row-group-limit", 0) or 0)
+        if limit and metadata.num_row_groups > 1 and metadata.row_group(0).num_rows < limit:
+            return True
+        delta = {c.strip() for c in properties.get(DELTA_COLUMNS_PROPERTY, "").split(",") if c.strip()}
+        if delta and metadata.num_row_groups:
+            group = metadata.row_group(0)
+            for i in range(group.num_columns):
+                column = group.column(i)
+                if column.path_in_schema in delta and "DELTA_BINARY_PACKED" not in column.encodings:
+                    return True
+        return False
+
     # -- reads ----------------------------------------------------------------------------
     def read(
         self,
