@@ -244,6 +244,29 @@ def test_cached_row_groups_never_outlive_their_files(manual):
     assert data["timestamp"].to_pylist() == [SEED_START + i * H for i in list(range(30)) + [40]]
 
 
+def test_a_bulk_read_through_the_cache_equals_the_scan_and_frames_share_no_writes(manual):
+    """A read of many row groups goes through the decoded cache too (it fits): the same rows as
+    pyiceberg's scan, with the partition columns built rather than decoded; and a frame written
+    to changes neither the cache nor the next frame."""
+    start = SEED_START - 5 * 365 * 24 * H  # 43,800 hourly candles: two row groups
+    Historian(manual).handle(HistoryRequest(request_id="b", ticker=SEED_TICKER, period_seconds=3600,
+                                            start_time=start, end_time=SEED_START - 1))
+    whole = (start, SEED_START)
+    first, _ = manual.read_candles(SEED_TICKER, 3600, whole)
+    assert len(manual.reader._row_groups) >= 2  # cached row group by row group
+    scan = manual.load_table("ohlc").scan(row_filter=f"ticker == '{SEED_TICKER}' and period_seconds == 3600")
+    assert first.equals(scan.to_arrow().sort_by("timestamp"))
+    client = IcebergClient(warehouse=manual)
+    frame = client.query_ohlc(SEED_TICKER, 3600, start, SEED_START - 1)
+    assert len(frame) == 5 * 365 * 24 and frame["ticker"].eq(SEED_TICKER).all() and frame["period_seconds"].eq(3600).all()
+    frame.loc[0, "open"] = -1
+    frame["close"] += 1
+    again = client.query_ohlc(SEED_TICKER, 3600, start, SEED_START - 1)
+    assert again["open"].iloc[0] == first["open"][0].as_py() != -1
+    assert again["close"].tolist() == first["close"].to_pylist()
+    assert manual.read_candles(SEED_TICKER, 3600, whole)[0].equals(first)
+
+
 def test_stored_if_covered_answers_only_for_fully_ingested_ranges(manual):
     Historian(manual).handle(HistoryRequest(request_id="z", ticker=SEED_TICKER, period_seconds=3600,
                                             start_time=SEED_START, end_time=SEED_START + 24 * H - 1))

@@ -45,9 +45,9 @@ CACHED_READ_ROW_GROUPS = 2
 # read decodes nothing (~3x faster); 0 turns it off.
 DEFAULT_ROW_GROUP_CACHE_BYTES = 256 << 20
 # How long a table loaded from a catalog without a cheap freshness check (REST: every check is
-# a full load, 3-10 ms) is used before it is loaded again. Stale by at most this much: a fetch
-# that misses a newer commit of another process asks the historian for what it lacks, which
-# answers from the warehouse, and the re-read after that is always fresh (TableReader.invalidate).
+# a full load, 3-10 ms) is used before it is loaded again. Stale by at most this much, and never
+# after this process's own commits or a gap fill it asked for (TableReader.invalidate); see
+# docs/internals.md, "The read path".
 DEFAULT_FRESHNESS_SECONDS = 1.0
 
 
@@ -73,7 +73,7 @@ def _constant_supported(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
-_CONSTANTS_KEPT = 16
+_CONSTANTS_BYTES = 48 << 20  # built constant columns kept (LRU): a million tickers take ~20 MB
 _constants: OrderedDict[tuple[pa.DataType, Any], pa.Array] = OrderedDict()
 _constants_lock = threading.Lock()
 
@@ -90,11 +90,12 @@ def constant_array(kind: pa.DataType, value: Any, length: int) -> pa.Array:
             _constants.move_to_end(key)
             return built.slice(0, length)
     built = _build_constant(kind, value, length)
-    with _constants_lock:
-        _constants[key] = built
-        _constants.move_to_end(key)
-        while len(_constants) > _CONSTANTS_KEPT:
-            _constants.popitem(last=False)
+    if built.nbytes <= _CONSTANTS_BYTES // 2:
+        with _constants_lock:
+            _constants[key] = built
+            _constants.move_to_end(key)
+            while sum(array.nbytes for array in _constants.values()) > _CONSTANTS_BYTES:
+                _constants.popitem(last=False)
     return built
 
 
