@@ -94,7 +94,10 @@ def measure(catalogs: dict[str, tuple[str, dict[str, str]]], size: Size) -> Resu
     tickers = [f"SIM:B9T{i}/USDT" for i in range(size.tickers)]
     sessions = {kind: Session(uri, props, namespace) for kind, (uri, props) in catalogs.items()}
     if "rest" in catalogs:  # the same REST warehouse, read without a staleness bound (a load per read)
-        sessions[UNBOUNDED] = Session(*catalogs["rest"], namespace)
+        uri, properties = catalogs["rest"]
+        # Embedded clients of one catalog share one historian and warehouse per process: a
+        # property the catalog ignores makes this one a warehouse of its own.
+        sessions[UNBOUNDED] = Session(uri, {**properties, "dexorder-bench-variant": "unbounded"}, namespace)
         sessions[UNBOUNDED].client.iceberg.warehouse.reader.freshness_seconds = 0.0
     fill_seconds: dict[str, float] = {}
     try:
