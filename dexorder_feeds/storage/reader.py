@@ -48,7 +48,7 @@ DEFAULT_ROW_GROUP_CACHE_BYTES = 256 << 20
 # a full load, 3-10 ms) is used before it is loaded again. Stale by at most this much, and never
 # after this process's own commits or a gap fill it asked for (TableReader.invalidate); see
 # docs/internals.md, "The read path".
-DEFAULT_FRESHNESS_SECONDS = 1.0
+DEFAULT_FRESHNESS_SECONDS = 5.0
 
 
 @dataclass
