@@ -27,7 +27,7 @@ from ._pyiceberg_shortcuts import (
     table_from_metadata,
 )
 
-__all__ = ["TableReader", "SnapshotPlan", "PlannedFile", "constant_array"]
+__all__ = ["TableReader", "SnapshotPlan", "PlannedFile", "UnknownSnapshotError", "constant_array"]
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,17 @@ class _Footer:
     row_group_bounds: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+class UnknownSnapshotError(LookupError):
+    """A snapshot id the table's metadata (as this thread loaded it) does not hold."""
+
+
 def _snapshot(table: Any, snapshot_id: int | None) -> Any:
     """The table's current snapshot, or the one named (which must still be in its metadata)."""
     if snapshot_id is None:
         return table.current_snapshot()
     snapshot = table.metadata.snapshot_by_id(snapshot_id)
     if snapshot is None:
-        raise LookupError(f"snapshot {snapshot_id} is not in {table.name()}")
+        raise UnknownSnapshotError(f"snapshot {snapshot_id} is not in {table.name()}")
     return snapshot
 
 
@@ -234,7 +238,10 @@ class TableReader:
         self._local.__dict__.pop("view", None)
 
     def retrying(self, read: Callable[[], T]) -> T:
-        """Run ``read``; if a file vanished under it (expired by maintenance), reload and rerun."""
+        """Run ``read``; if a file vanished under it (expired by maintenance), or it names a
+        snapshot this thread's tables do not know yet (committed elsewhere within a staleness
+        bound), reload and rerun."""
+        unknown_snapshot_retried = False
         for attempt in range(1, _READ_ATTEMPTS + 1):
             try:
                 return read()
@@ -242,6 +249,11 @@ class TableReader:
                 if attempt == _READ_ATTEMPTS:
                     raise
                 log.info("a file vanished during a read (%s); reloading and reading again", exc)
+                self.forget()
+            except UnknownSnapshotError:
+                if unknown_snapshot_retried:
+                    raise
+                unknown_snapshot_retried = True
                 self.forget()
         raise AssertionError("unreachable")
 
