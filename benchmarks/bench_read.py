@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DAY,
     H,
+    M,
     MINUTE_TICKER,
     START_2025,
     WEEK,
@@ -113,7 +114,7 @@ def _small_fetch_samples(session: Session, queries: list[tuple[str, int]], round
     return samples
 
 
-def bench_b1(uri: str, size: Size, generated: dict[str, Any]) -> Result:
+def bench_b1(uri: str, size: Size, generated: dict[str, Any], workdir: Path) -> Result:
     rng = random.Random(1)
     tickers = generated["hourly"]
     first_week = (size.hourly_start // H + 24) * H
@@ -128,6 +129,9 @@ def bench_b1(uri: str, size: Size, generated: dict[str, Any]) -> Result:
             uncached = _small_fetch_samples(session, queries, max(2, size.b1_rounds // 3), naive=False)
         finally:
             reader.row_group_cache_bytes = cache_bytes
+        arctic = _arctic_samples(session, size, workdir, [(t, 3600, s, s + WEEK) for t, s in queries],
+                                 {(t, 3600): (size.hourly_start, START_2025) for t in {t for t, _ in queries}},
+                                 size.b1_rounds)
         from dexorder_feeds import fetch_ohlc
 
         ticker, start = queries[0]
@@ -155,7 +159,63 @@ def bench_b1(uri: str, size: Size, generated: dict[str, Any]) -> Result:
     result.figures["ratio_no_row_group_cache"] = no_cache / no_cache_limit
     result.goals["ours <= 1.2x pyarrow"] = ours <= 1.2 * limit
     result.goals[">= 10x faster than naive"] = naive >= 10 * ours
+    _report_arctic(result, arctic, "168 hourly candles", "168")
     return result
+
+
+# -- ArcticDB, the anchor a quant would pick instead (anchor_arcticdb.py) ---------------------
+def _arctic(size: Size, workdir: Path) -> tuple[Any, str]:
+    from anchor_arcticdb import arcticdb_anchor
+
+    return arcticdb_anchor(workdir, build=not size.tiny)
+
+
+def _arctic_load(session: Session, anchor: Any, ranges: dict[tuple[str, int], tuple[int, int]]) -> None:
+    """Store in ArcticDB the very candles a fetch returns (once per ticker and period)."""
+    for (ticker, period), (start, stop) in ranges.items():
+        symbol = f"{ticker}@{period}"
+        if symbol not in anchor.symbols:
+            anchor.write(symbol, session.fetch(ticker, period, start, stop))
+
+
+def _arctic_samples(session: Session, size: Size, workdir: Path, queries: list[tuple[str, int, int, int]],
+                    ranges: dict[tuple[str, int], tuple[int, int]], rounds: int) -> dict[str, Any] | str:
+    """Interleaved samples of ours (``fetch_ohlc``) and ArcticDB (``library.read`` with a
+    ``date_range``) on the same ``(ticker, period, start, stop)`` queries, or why there are none."""
+    anchor, reason = _arctic(size, workdir)
+    if anchor is None:
+        return reason
+    _arctic_load(session, anchor, ranges)
+    for ticker, period, start, stop in queries:  # warm both, and check they return the same rows
+        ours_rows = len(session.fetch(ticker, period, start, stop))
+        theirs_rows = anchor.read(f"{ticker}@{period}", start, stop)[1]
+        assert ours_rows == theirs_rows, (ticker, start, stop, ours_rows, theirs_rows)
+    variants = {
+        "ours": lambda q: session.timed_fetch(q[0], q[1], q[2], q[3])[0],
+        "arcticdb": lambda q: anchor.read(f"{q[0]}@{q[1]}", q[2], q[3])[0],
+    }
+    samples: dict[str, Any] = {"ours": [], "arcticdb": [], "version": anchor.version}
+    for round_ in range(rounds):
+        for name in (("ours", "arcticdb") if round_ % 2 == 0 else ("arcticdb", "ours")):
+            gc.collect()
+            samples[name] += [variants[name](q) for q in queries]
+    return samples
+
+
+def _report_arctic(result: Result, samples: dict[str, Any] | str, what: str, key: str, goal: bool = True) -> None:
+    """An ``anchor(c) ArcticDB`` detail line, its figures and its goal (ours <= 1.0x)."""
+    if isinstance(samples, str):
+        result.details.append(f"anchor(c) ArcticDB, {what}: anchor unavailable: {samples}")
+        return
+    ours, theirs = median(samples["ours"]), median(samples["arcticdb"])
+    result.details.append(f"anchor(c) ArcticDB {samples['version']} (LMDB), {what}: ours {ms(ours)} | "
+                          f"ArcticDB {ms(theirs)} | ratio {ours / theirs:.2f} "
+                          f"(medians of {len(samples['ours'])}, alternating)")
+    result.figures[f"arcticdb_{key}_ms"] = theirs * 1e3
+    result.figures[f"ours_vs_arcticdb_{key}_ms"] = ours * 1e3
+    result.figures[f"ratio_arcticdb_{key}"] = ours / theirs
+    if goal:
+        result.goals[f"{what}: ours <= 1.0x ArcticDB"] = ours <= theirs
 
 
 # -- B2 --------------------------------------------------------------------------------------
@@ -223,7 +283,7 @@ def _measure_memory(variant: str, uri: str, ticker: str, period: int, start: int
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_b2(uri: str, size: Size, generated: dict[str, Any]) -> Result:
+def bench_b2(uri: str, size: Size, generated: dict[str, Any], workdir: Path) -> Result:
     start, stop = generated["minute_range"]
     session = Session(uri)
     try:
@@ -240,6 +300,29 @@ def bench_b2(uri: str, size: Size, generated: dict[str, Any]) -> Result:
             "ours": lambda: session.fetch(MINUTE_TICKER, 60, start, stop),
             "pyarrow": lambda: pyarrow_frame(paths, start, stop, same_dtypes=True),
         }, size.b2_rounds)
+        stored_bytes = sum(os.path.getsize(path) for path in paths)
+        ranges = {(MINUTE_TICKER, 60): (start, stop)}
+        arctic_bulk = _arctic_samples(session, size, workdir, [(MINUTE_TICKER, 60, start, stop)], ranges,
+                                      max(5, size.b2_rounds))
+        rng = random.Random(2)
+        offsets = [start + rng.randrange(0, (stop - start) // M - 10_080) * M for _ in range(size.b1_weeks)]
+        arctic_week = _arctic_samples(session, size, workdir, [(MINUTE_TICKER, 60, o, o + 10_080 * M) for o in offsets],
+                                      ranges, size.b1_rounds)
+        arctic_168 = _arctic_samples(session, size, workdir, [(MINUTE_TICKER, 60, o, o + 168 * M) for o in offsets],
+                                     ranges, size.b1_rounds)
+        reader = session.warehouse.reader
+        cache_bytes, reader.row_group_cache_bytes = reader.row_group_cache_bytes, 0
+        try:  # the same with the decoded row-group cache off: every read decodes, as ArcticDB's does
+            arctic_uncached = [
+                _arctic_samples(session, size, workdir, [(MINUTE_TICKER, 60, start, stop)], ranges,
+                                max(5, size.b2_rounds)),
+                _arctic_samples(session, size, workdir, [(MINUTE_TICKER, 60, o, o + 10_080 * M) for o in offsets],
+                                ranges, max(2, size.b1_rounds // 3)),
+                _arctic_samples(session, size, workdir, [(MINUTE_TICKER, 60, o, o + 168 * M) for o in offsets],
+                                ranges, max(2, size.b1_rounds // 3)),
+            ]
+        finally:
+            reader.row_group_cache_bytes = cache_bytes
     finally:
         session.close()
     ours, limit = median(samples["ours"]), median(samples["pyarrow"])
@@ -251,6 +334,17 @@ def bench_b2(uri: str, size: Size, generated: dict[str, Any]) -> Result:
     result.details.append(f"{rows:,} one-minute candles in {len(paths)} data files; DataFrame {frame_bytes / 1e6:.0f} MB; "
                           f"median of {len(samples['ours'])} interleaved fetches")
     result.goals["ours <= 1.2x pyarrow"] = ours <= 1.2 * limit
+    per_candle = stored_bytes / rows
+    result.details.append(f"storage: {stored_bytes / 1e6:.1f} MB of data files = {per_candle:.1f} bytes per "
+                          f"1-minute candle (freqtrade's feather files: about 27)")
+    result.figures["bytes_per_candle"] = per_candle
+    result.goals["storage <= 27 bytes per 1-minute candle"] = per_candle <= 27
+    _report_arctic(result, arctic_bulk, f"all {rows:,} candles", "bulk")
+    _report_arctic(result, arctic_week, "a week of 1-minute candles (10,080) at varying offsets", "week")
+    _report_arctic(result, arctic_168, "168 1-minute candles at varying offsets", "168")
+    for samples, what, key in zip(arctic_uncached, ("all candles", "a week", "168 candles"),
+                                  ("bulk", "week", "168")):
+        _report_arctic(result, samples, f"{what}, our decoded row-group cache off", f"{key}_no_cache", goal=False)
     memory = {v: _measure_memory(v, uri, MINUTE_TICKER, 60, start, stop) for v in ("ours", "anchor")}
     if memory["ours"] is not None:
         ours_peak = memory["ours"]["peak_bytes"] / memory["ours"]["frame_bytes"]

@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             for result in new:
                 result.print()
             results += new
+        from anchor_arcticdb import close_anchor
+
+        close_anchor()
         summarize(results, time.perf_counter() - began)
         if args.json:
             Path(args.json).write_text(json.dumps(
@@ -119,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_one(key: str, uri: str, size: Size, generated: dict | None, workdir: Path) -> Result:
     if key == "B1":
         from bench_read import bench_b1
-        return bench_b1(uri, size, generated)
+        return bench_b1(uri, size, generated, workdir)
     if key == "B2":
         from bench_read import bench_b2
-        return bench_b2(uri, size, generated)
+        return bench_b2(uri, size, generated, workdir)
     if key == "B3":
         from bench_read import bench_b3
         return bench_b3(uri, size)

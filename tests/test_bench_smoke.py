@@ -42,6 +42,11 @@ def test_every_benchmark_prints_ours_beside_its_anchor_with_a_ratio(tmp_path):
     for key, pattern in patterns.items():
         assert re.search(pattern, out, re.MULTILINE), f"{key} line missing or malformed:\n{out}"
     assert "peak memory: ours" in out
+    assert re.search(r"^    storage: [\d.]+ MB of data files = [\d.]+ bytes per 1-minute candle", out, re.MULTILINE)
+    # ArcticDB runs in a venv of its own that a --tiny run never builds: either its figures, or why not.
+    for what in ("168 hourly candles", r"all [\d,]+ candles", "a week of 1-minute candles", "168 1-minute candles"):
+        assert re.search(rf"^    anchor\(c\) ArcticDB.*{what}.*: (ours {NUMBER} \| ArcticDB {NUMBER} \| ratio [\d.]+|"
+                         rf"anchor unavailable: .+)", out, re.MULTILINE), f"ArcticDB line for {what} missing:\n{out}"
     figures = json.loads(out_json.read_text())
     assert set(figures) == set(patterns)
     for key, entry in figures.items():

@@ -178,6 +178,65 @@ def test_two_historians_racing_never_duplicate(catalog_server):
     assert [n.status for n in notes] == [Notification.OK] * 28, [n.error_message for n in notes if n.error_message]
 
 
+def test_reads_see_another_writers_commits_at_once_or_within_the_bound_and_after_a_gap_fill(catalog_server):
+    """SQL catalogs check the table's metadata location on every read: another writer's commit
+    is read at once. REST has no cheap check: a table loaded less than ``freshness_seconds`` ago
+    is used again, until invalidate() (what the fetcher calls after every gap fill)."""
+    reader_side = catalog_server.open_warehouse(cache=False)
+    writer_side = Historian(catalog_server.open_warehouse(cache=False))
+    day = 24 * H
+
+    def stored() -> int:
+        return reader_side.read_range(SEED_TICKER, 3600, (SEED_START, SEED_START + 7 * day))[0].num_rows
+
+    assert writer_side.handle(request(request_id="w1", end_time=SEED_START + day - 1)).status == Notification.OK
+    assert stored() == 24
+    reader_side.reader.freshness_seconds = 3600.0  # no reload by age during this test
+    assert writer_side.handle(request(request_id="w2", start_time=SEED_START + day,
+                                      end_time=SEED_START + 2 * day - 1)).status == Notification.OK
+    assert stored() == (24 if catalog_server.kind == "rest" else 48)  # REST: stale within the bound
+    # A pin made elsewhere names a snapshot the stale tables do not know: read as of it all the same.
+    from dexorder_feeds.client.iceberg_client import IcebergClient
+
+    IcebergClient(warehouse=writer_side.warehouse).pin("after-w2")
+    pinned = IcebergClient(warehouse=reader_side).query_ohlc(SEED_TICKER, 3600, SEED_START, SEED_START + 7 * day - 1,
+                                                             as_of="after-w2")
+    assert len(pinned) == 48
+    reader_side.reader.invalidate()
+    assert stored() == 48
+    reader_side.reader.freshness_seconds = 0.0  # no bound: every read checks
+    assert writer_side.handle(request(request_id="w3", start_time=SEED_START + 2 * day,
+                                      end_time=SEED_START + 3 * day - 1)).status == Notification.OK
+    assert stored() == 72
+    for warehouse in (reader_side, writer_side.warehouse):
+        warehouse.close()
+
+
+def test_a_commit_on_a_stale_table_is_retried_on_a_fresh_one(catalog_server, caplog):
+    """A historian whose tables are stale (REST within the bound) commits once it has re-read."""
+    first = Historian(catalog_server.open_warehouse(cache=False))
+    second = Historian(catalog_server.open_warehouse(cache=False))
+    second.warehouse.reader.freshness_seconds = 3600.0
+    day = 24 * H
+    assert second.handle(request(request_id="s0", end_time=SEED_START + day - 1)).status == Notification.OK
+    # Its committer thread loads its tables now, after its own last commit:
+    warehouse = second.warehouse
+    loaded = warehouse.committer.submit(lambda: (warehouse.read_market(SEED_TICKER),
+                                                 warehouse.read_range(SEED_TICKER, 3600, (0, 2**62)))).result()
+    assert loaded[0] is not None and loaded[1][0].num_rows == 24
+    caplog.set_level("INFO", logger="dexorder_feeds.storage.warehouse")
+    assert first.handle(request(request_id="f1", start_time=SEED_START + day,
+                                end_time=SEED_START + 2 * day - 1)).status == Notification.OK
+    note = second.handle(request(request_id="s1", start_time=SEED_START + day // 2, end_time=SEED_START + 3 * day - 1))
+    assert note.status == Notification.OK, note.error_message
+    ts = catalog_server.open_warehouse(cache=False).read_candles(SEED_TICKER, 3600, (0, 2**62))[0]["timestamp"]
+    assert len(ts) == len(set(ts.to_pylist())) == 72
+    # Only on REST was the second historian's table stale: its append conflicted, and the retry re-read.
+    assert ("commit conflict" in caplog.text) == (catalog_server.kind == "rest"), caplog.text
+    for historian in (first, second):
+        historian.warehouse.close()
+
+
 # -- where catalog properties come from ---------------------------------------------------------
 def test_properties_from_pyiceberg_environment_variables(seaweedfs_server, tmp_path, monkeypatch):
     """A pyiceberg user's PYICEBERG_CATALOG__DEXORDER__… variables configure the REST catalog;

@@ -329,18 +329,19 @@ def small_disk(path: Path, size: str) -> Iterator[bool]:
 
 def _limit_file_size() -> None:  # in the serve child when tmpfs cannot be mounted
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
 def test_disk_full_then_read_only_are_clear_errors_and_nothing_is_half_written(tmp_path):
-    """A 2 MB tmpfs under the relay's warehouse: a 3 MB commit fails with "disk full" and leaves
+    """A 1 MB tmpfs under the relay's warehouse: a ~1.8 MB commit (100,000 one-minute candles at
+    ~18 bytes each) fails with "disk full" and leaves
     the table as it was; with space again the same fetch fills it; a read-only data directory is
     a clear error too, while reads go on. (Without permission to mount, RLIMIT_FSIZE in the
     serve process stands in for the full disk.)"""
     disk = tmp_path / "disk"
     week = (SEED_START, SEED_START + 7 * DAY_US - 1)
     big = (SEED_START, PIECE_END)
-    with small_disk(disk, "2m") as mounted:
+    with small_disk(disk, "1m") as mounted:
         options = {} if mounted else {"preexec_fn": _limit_file_size}
         with relay_process(disk, workers=1, **options) as relay:
             # one client and one reader, opened before the disk fills up
@@ -354,7 +355,7 @@ def test_disk_full_then_read_only_are_clear_errors_and_nothing_is_half_written(t
             async def main() -> None:
                 async with _remote(relay, request_timeout=30) as client:
                     assert len(await client.fetch_ohlc("SIM:SMALL/USDT", 3600, *week)) == 168
-                    with pytest.raises(errors.DexOrderError) as full:  # ~3 MB of candles on a 2 MB disk
+                    with pytest.raises(errors.DexOrderError) as full:  # ~1.8 MB of candles on a 1 MB disk
                         await client.fetch_ohlc("SIM:BIG/USDT", 60, *big)
                     message = str(full.value)
                     assert isinstance(full.value, ValueError), repr(full.value)  # status ERROR: the seed's ValueError

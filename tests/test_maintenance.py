@@ -22,7 +22,7 @@ from dexorder_feeds.storage.maintenance import (
     run_maintenance,
 )
 from dexorder_feeds.ingest.historian import Historian
-from dexorder_feeds.storage.warehouse import Warehouse
+from dexorder_feeds.storage.warehouse import ROW_GROUP_ROWS, Warehouse
 from dexorder_feeds.wire import HistoryRequest
 
 from conftest import SEED_START, SEED_TICKER
@@ -260,6 +260,6 @@ def test_tables_of_an_older_version_get_the_current_properties(catalog_uri):
     assert "write.parquet.row-group-limit" not in warehouse.load_table("ohlc").properties
     again = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
     again.ensure_tables()
-    assert again.load_table("ohlc").properties["write.parquet.row-group-limit"] == "4096"
+    assert again.load_table("ohlc").properties["write.parquet.row-group-limit"] == str(ROW_GROUP_ROWS)
     for name in ("ohlc", "coverage", "markets"):
         assert again.load_table(name).properties["commit.retry.num-retries"] == "0"

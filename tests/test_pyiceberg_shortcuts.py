@@ -15,8 +15,14 @@ from dexorder_feeds.storage._pyiceberg_shortcuts import (
     table_from_metadata,
 )
 from dexorder_feeds.storage.catalog import open_catalog
-from dexorder_feeds.storage.maintenance import MANUAL, compact_partition, expire_snapshots
-from dexorder_feeds.storage.schema import candle_arrow_schema, row_filter
+from dexorder_feeds.storage.maintenance import MANUAL, compact_partition, compact_table, expire_snapshots
+from dexorder_feeds.storage.schema import (
+    DELTA_COLUMNS_PROPERTY,
+    DICTIONARY_COLUMNS_PROPERTY,
+    ROW_GROUP_ROWS,
+    candle_arrow_schema,
+    row_filter,
+)
 from dexorder_feeds.storage.warehouse import Warehouse
 
 H = 3_600_000_000
@@ -151,3 +157,103 @@ def test_a_snapshot_pyarrow_cannot_read_alone_goes_back_to_the_scan(warehouse):
     warehouse.reader.forget()
     append_blocks(warehouse, range(3, 5))
     assert_shortcuts_agree(warehouse, direct=False)
+
+
+def encodings(path: str) -> dict[str, set[str]]:
+    """Every column's Parquet encodings over all row groups of a data file."""
+    metadata = pa.parquet.read_metadata(path.removeprefix("file://"))
+    out: dict[str, set[str]] = {}
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        for j in range(group.num_columns):
+            out.setdefault(group.column(j).path_in_schema, set()).update(group.column(j).encodings)
+    return out
+
+
+def partition_paths(warehouse: Warehouse, ticker: str) -> list[str]:
+    table = warehouse.catalog.load_table(f"{warehouse.namespace}.ohlc")
+    return [f.path for f in plan_snapshot(table, table.current_snapshot()).partition_files((ticker, 3600))]
+
+
+def test_new_files_delta_encode_their_long_columns(warehouse):
+    append_blocks(warehouse, range(2))
+    for path in partition_paths(warehouse, TICKERS[0]):
+        found = encodings(path)
+        for column in ("timestamp", "open", "close", "sell_vol"):
+            assert "DELTA_BINARY_PACKED" in found[column], (column, found[column])
+            assert "RLE_DICTIONARY" not in found[column]
+        assert "RLE_DICTIONARY" in found["ticker"]
+    coverage = warehouse.catalog.load_table(f"{warehouse.namespace}.coverage")
+    assert coverage.properties[DELTA_COLUMNS_PROPERTY]  # every table gets the same properties
+    assert_shortcuts_agree(warehouse)
+
+
+def test_a_warehouse_of_the_old_layout_reads_the_same_and_compaction_moves_it_to_the_new(catalog_uri):
+    old = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    old.ensure_tables()
+    for name in ("ohlc", "coverage", "markets"):  # as an older version of this package left them
+        table = old.load_table(name)
+        with table.transaction() as transaction:
+            transaction.remove_properties(DELTA_COLUMNS_PROPERTY, DICTIONARY_COLUMNS_PROPERTY)
+            transaction.set_properties({"write.parquet.row-group-limit": "4096"})
+    old.reader.forget()
+    stamps = [START + i * H for i in range(10_000)]
+    old.append_new_candles(TICKERS[0], 3600, (stamps[0], stamps[-1] + H), candles(TICKERS[0], stamps))
+    (old_file,) = partition_paths(old, TICKERS[0])
+    assert "DELTA_BINARY_PACKED" not in encodings(old_file)["timestamp"]
+    assert pa.parquet.read_metadata(old_file.removeprefix("file://")).num_row_groups == 3
+    old.close()
+
+    new = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    new.ensure_tables()  # the superseded row-group limit and the missing encodings are updated
+    properties = new.load_table("ohlc").properties
+    assert properties["write.parquet.row-group-limit"] == str(ROW_GROUP_ROWS)
+    assert properties[DELTA_COLUMNS_PROPERTY] and properties[DICTIONARY_COLUMNS_PROPERTY]
+    more = [START + (10_000 + i) * H for i in range(48)]
+    new.append_new_candles(TICKERS[0], 3600, (more[0], more[-1] + H), candles(TICKERS[0], more))
+    new.append_new_candles(TICKERS[1], 3600, (more[0], more[-1] + H), candles(TICKERS[1], more))
+    new_files = [p for p in partition_paths(new, TICKERS[0]) if p != old_file]
+    assert len(new_files) == 1 and "DELTA_BINARY_PACKED" in encodings(new_files[0])["timestamp"]
+    assert_shortcuts_agree(new)  # old and new files side by side read as pyiceberg reads them
+
+    result = new.committer.submit(compact_partition, new, "ohlc", {"ticker": TICKERS[0], "period_seconds": 3600}).result()
+    assert result is not None and result.rows_after == 10_048
+    (compacted,) = partition_paths(new, TICKERS[0])
+    assert "DELTA_BINARY_PACKED" in encodings(compacted)["timestamp"]
+    assert pa.parquet.read_metadata(compacted.removeprefix("file://")).num_row_groups == 1
+    assert_shortcuts_agree(new)
+    new.close()
+
+
+def test_compact_table_rewrites_a_lone_file_of_the_old_layout(catalog_uri):
+    old = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    old.ensure_tables()
+    table = old.load_table("ohlc")
+    table.transaction().remove_properties(DELTA_COLUMNS_PROPERTY).commit_transaction()
+    old.reader.forget()
+    for ticker in TICKERS:
+        stamps = [START + i * H for i in range(100)]
+        old.append_new_candles(ticker, 3600, (stamps[0], stamps[-1] + H), candles(ticker, stamps))
+    before = {ticker: partition_paths(old, ticker) for ticker in TICKERS}
+    old.close()
+    new = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    new.ensure_tables()
+    results = new.committer.submit(compact_table, new, "ohlc").result()
+    assert sorted(r.partition[0] for r in results) == sorted(TICKERS)  # lone old files, rewritten
+    for ticker in TICKERS:
+        (after,) = partition_paths(new, ticker)
+        assert after not in before[ticker] and "DELTA_BINARY_PACKED" in encodings(after)["timestamp"]
+    assert new.committer.submit(compact_table, new, "ohlc").result() == []  # nothing outdated now
+    assert_shortcuts_agree(new)
+    new.close()
+
+
+def test_a_hand_set_row_group_limit_is_left_alone(catalog_uri):
+    first = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    first.ensure_tables()
+    first.load_table("ohlc").transaction().set_properties({"write.parquet.row-group-limit": "10000"}).commit_transaction()
+    first.close()
+    again = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    again.ensure_tables()
+    assert again.load_table("ohlc").properties["write.parquet.row-group-limit"] == "10000"
+    again.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dexorder_feeds.vocabulary.periods import MONTH, period_end, period_starts
 from dexorder_feeds.vocabulary.ranges import (
     candle_interval,
     intervals_from_timestamps,
@@ -37,6 +39,29 @@ def test_merge_and_subtract():
 def test_runs_of_timestamps():
     assert intervals_from_timestamps([0, H, 2 * H, 5 * H, 6 * H, H], H) == [(0, 3 * H), (5 * H, 7 * H)]
     assert intervals_from_timestamps([], H) == []
+    assert intervals_from_timestamps([7 * H], H) == [(7 * H, 8 * H)]
+
+
+def _runs_one_by_one(stamps: list[int], period: int) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for t in sorted(set(stamps)):
+        stop = period_end(period, t)
+        if runs and runs[-1][1] == t:
+            runs[-1] = (runs[-1][0], stop)
+        else:
+            runs.append((t, stop))
+    return runs
+
+
+@given(st.lists(st.integers(0, 40), max_size=40), st.sampled_from([60, 3600, MONTH]), st.booleans())
+def test_runs_of_timestamps_match_one_by_one(slots, period, keep_order):
+    """The one-diff fast path (sorted unique input) and the sorting path give the runs a loop gives."""
+    stamps = [int(period_starts(period, 0, 10**15)[s]) if period == MONTH else s * period * 1_000_000 for s in slots]
+    if keep_order:
+        stamps = sorted(set(stamps))
+    expected = _runs_one_by_one(stamps, period)
+    assert intervals_from_timestamps(stamps, period * 1_000_000) == expected
+    assert intervals_from_timestamps(np.array(stamps, dtype=np.int64), period * 1_000_000) == expected
 
 
 @given(st.lists(st.integers(0, 50), max_size=30), st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), max_size=8))

@@ -182,22 +182,25 @@ def test_a_file_vanishing_under_a_read_reloads_and_reads_again(manual, monkeypat
     assert data.num_rows == 5 and not failures
 
 
-def test_files_are_sorted_lz4_row_groups_and_a_week_touches_at_most_two(manual):
+def test_files_are_sorted_delta_encoded_lz4_row_groups_and_a_week_touches_at_most_two(manual):
+    start = SEED_START - 4 * 365 * 24 * H  # 35,040 hourly candles: more than one row group
     Historian(manual).handle(HistoryRequest(request_id="y", ticker=SEED_TICKER, period_seconds=3600,
-                                            start_time=SEED_START, end_time=SEED_START + 400 * 24 * H - 1))
+                                            start_time=start, end_time=SEED_START - 1))
     table = manual.load_table("ohlc")
     (planned,) = manual.reader.plan(table).partition_files((SEED_TICKER, 3600))
     with table.io.new_input(planned.path).open() as source:
         metadata = pq.read_metadata(source)
-    assert metadata.num_rows == 9600 and metadata.num_row_groups == 3
+    rows = 4 * 365 * 24
+    assert metadata.num_rows == rows and metadata.num_row_groups == -(-rows // ROW_GROUP_ROWS) > 1
     assert all(metadata.row_group(i).num_rows <= ROW_GROUP_ROWS for i in range(metadata.num_row_groups))
     assert metadata.row_group(0).column(0).compression.startswith("LZ4")
+    assert "DELTA_BINARY_PACKED" in metadata.row_group(0).column(2).encodings  # timestamp
     footer = manual.reader._footer(table, planned.path, "timestamp")
     lows, highs = footer.row_group_bounds["timestamp"]
     assert list(lows[1:]) > list(highs[:-1])  # sorted: row groups do not overlap
-    for week in range(0, 57):
-        start = SEED_START + week * 168 * H
-        assert int(((highs >= start) & (lows < start + 168 * H)).sum()) <= 2
+    for week in range(0, rows // 168):
+        week_start = start + week * 168 * H
+        assert int(((highs >= week_start) & (lows < week_start + 168 * H)).sum()) <= 2
 
 
 def test_the_frame_has_the_seed_dtypes_and_shares_no_writes_with_the_rows():
@@ -239,6 +242,29 @@ def test_cached_row_groups_never_outlive_their_files(manual):
     assert result.files_after == 1
     data, _ = manual.read_candles(SEED_TICKER, 3600, week)
     assert data["timestamp"].to_pylist() == [SEED_START + i * H for i in list(range(30)) + [40]]
+
+
+def test_a_bulk_read_through_the_cache_equals_the_scan_and_frames_share_no_writes(manual):
+    """A read of many row groups goes through the decoded cache too (it fits): the same rows as
+    pyiceberg's scan, with the partition columns built rather than decoded; and a frame written
+    to changes neither the cache nor the next frame."""
+    start = SEED_START - 5 * 365 * 24 * H  # 43,800 hourly candles: two row groups
+    Historian(manual).handle(HistoryRequest(request_id="b", ticker=SEED_TICKER, period_seconds=3600,
+                                            start_time=start, end_time=SEED_START - 1))
+    whole = (start, SEED_START)
+    first, _ = manual.read_candles(SEED_TICKER, 3600, whole)
+    assert len(manual.reader._row_groups) >= 2  # cached row group by row group
+    scan = manual.load_table("ohlc").scan(row_filter=f"ticker == '{SEED_TICKER}' and period_seconds == 3600")
+    assert first.equals(scan.to_arrow().sort_by("timestamp"))
+    client = IcebergClient(warehouse=manual)
+    frame = client.query_ohlc(SEED_TICKER, 3600, start, SEED_START - 1)
+    assert len(frame) == 5 * 365 * 24 and frame["ticker"].eq(SEED_TICKER).all() and frame["period_seconds"].eq(3600).all()
+    frame.loc[0, "open"] = -1
+    frame["close"] += 1
+    again = client.query_ohlc(SEED_TICKER, 3600, start, SEED_START - 1)
+    assert again["open"].iloc[0] == first["open"][0].as_py() != -1
+    assert again["close"].tolist() == first["close"].to_pylist()
+    assert manual.read_candles(SEED_TICKER, 3600, whole)[0].equals(first)
 
 
 def test_stored_if_covered_answers_only_for_fully_ingested_ranges(manual):

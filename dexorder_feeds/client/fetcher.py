@@ -89,6 +89,14 @@ def _check_size(request: FetchRequest, limit: int) -> None:
             "limit: DEXORDER_MAX_CANDLES, max_candles in the config file, or resolve_settings(max_candles=...)")
 
 
+def _expect_new_commits(context: FetchContext) -> None:
+    """A gap fill just committed (maybe in another process): the next read checks the catalog
+    even where reads may otherwise be stale by a bound (REST catalogs)."""
+    reader = getattr(getattr(context.iceberg, "warehouse", None), "reader", None)
+    if reader is not None:
+        reader.invalidate()
+
+
 class Fetcher:
     """Runs the fetch steps through the plugin hooks."""
 
@@ -138,6 +146,7 @@ class Fetcher:
                 cached = await self._recover(context, request, fillable, exc)
             else:
                 await self._check_warehouse(context)  # the relay may have named another warehouse since
+                _expect_new_commits(context)
                 cached = await self._read(context, request)
         frame = candles_to_frame(cached.table)
         frame = hook.dexorder_process_result(context=context, request=request, frame=frame)
@@ -202,6 +211,7 @@ class Fetcher:
     async def _recover(self, context: FetchContext, request: FetchRequest, asked: list[Interval],
                        error: Exception) -> CacheRead:
         """After a failed fill: the warehouse read again, if it now holds every range asked for."""
+        _expect_new_commits(context)
         cached = await self._read(context, request)
         missing = context.hook.dexorder_find_missing_ranges(context=context, request=request, cached=cached) or []
         if any(s < e2 and s2 < e for s, e in asked for s2, e2 in missing):

@@ -15,9 +15,8 @@ from ..storage.ledger import ForgetResult
 from ..vocabulary.errors import InvalidTimeRangeError
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.fingerprint import content_hash, table_content_hash
-from ..vocabulary.periods import period_end_array
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop, sorted_unique_candles
-from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals, to_inclusive
+from ..vocabulary.ranges import Interval, candle_interval, intervals_from_timestamps, merge_intervals, subtract_intervals, to_inclusive
 from ..vocabulary.tickers import parse_ticker
 from ..vocabulary.times import now_micros, parse_period, to_micros
 from ..storage.warehouse import CANDLE_COLUMNS, Warehouse
@@ -58,29 +57,18 @@ def candles_to_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def candle_runs(timestamps: np.ndarray, period_us: int) -> list[Interval]:
-    """Runs of consecutive candle timestamps as half-open intervals.
-
-    The same as :func:`~dexorder_feeds.vocabulary.ranges.intervals_from_timestamps`, without its
-    ``np.unique``: numpy 2's hash-based unique takes ~1 s for a million candle timestamps,
-    sorting takes ~10 ms, and reads come sorted already (checked, not assumed).
-    """
-    ts = np.asarray(timestamps, dtype=np.int64)
-    if ts.size == 0:
-        return []
-    if ts.size > 1 and not bool(np.all(ts[1:] > ts[:-1])):
-        ts = np.sort(ts)
-        ts = ts[np.concatenate(([True], ts[1:] != ts[:-1]))]
-    ends = period_end_array(period_us // 1_000_000, ts)
-    breaks = np.flatnonzero(ends[:-1] != ts[1:])
-    starts = np.concatenate((ts[:1], ts[breaks + 1]))
-    stops = np.concatenate((ends[breaks], ends[-1:]))
-    return [(int(s), int(e)) for s, e in zip(starts, stops)]
+    """Runs of consecutive candle timestamps as half-open intervals: one diff over sorted
+    unique timestamps (what reads return; checked, not assumed: others are sorted first)."""
+    return intervals_from_timestamps(timestamps, period_us)
 
 
 def _own_array(column: pa.ChunkedArray, *, fill: int | None = None, nulls: bool = False) -> np.ndarray:
     """A writable numpy copy of an Arrow integer column, chunk by chunk (no intermediate
     concatenation): its values (nulls replaced by ``fill``), or with ``nulls`` its null mask."""
-    out = np.empty(len(column), dtype=bool if nulls else np.int64)
+    # In Arrow's memory pool, which keeps freed pages for the next read: a fresh numpy array of
+    # a million candles page-faults its 8 MB in (~1.3 ms a column), a pooled one is ~4x faster.
+    dtype = np.dtype(bool if nulls else np.int64)
+    out = np.frombuffer(pa.allocate_buffer(max(1, len(column)) * dtype.itemsize), dtype=dtype)[:len(column)]
     position = 0
     for chunk in column.chunks:
         if nulls:

@@ -145,7 +145,8 @@ def compact_partition(warehouse: Warehouse, table_name: str, partition: Mapping[
 def compact_table(warehouse: Warehouse, table_name: str, *, min_files: int = 2,
                   small_file_rows: int | None = None) -> list[CompactionResult]:
     """Compact every partition of a table holding at least ``min_files`` files (of fewer than
-    ``small_file_rows`` rows, if given). Call it on the committer thread."""
+    ``small_file_rows`` rows, if given), or a file written in an older layout than the table's
+    properties ask for (so an upgrade's layout reaches old data). Call it on the committer thread."""
 
     layout = TABLE_LAYOUTS[table_name]
     table = warehouse.load_table(table_name)
@@ -153,9 +154,10 @@ def compact_table(warehouse: Warehouse, table_name: str, *, min_files: int = 2,
     results = []
     for key, files in plan.files.items():
         counted = [f for f in files if small_file_rows is None or f.record_count < small_file_rows]
-        if len(counted) >= min_files:
+        outdated = any(warehouse.reader.layout_outdated(table, f) for f in files)
+        if len(counted) >= min_files or outdated:
             partition = dict(zip(layout.partition_by, key))
-            result = compact_partition(warehouse, table_name, partition, min_files=min_files)
+            result = compact_partition(warehouse, table_name, partition, min_files=1 if outdated else min_files)
             if result is not None:
                 results.append(result)
     return results

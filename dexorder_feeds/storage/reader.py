@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .schema import LOAD_ORDER
 from ._pyiceberg_shortcuts import (
     PlannedFile,
     SnapshotPlan,
@@ -25,7 +27,7 @@ from ._pyiceberg_shortcuts import (
     table_from_metadata,
 )
 
-__all__ = ["TableReader", "SnapshotPlan", "PlannedFile"]
+__all__ = ["TableReader", "SnapshotPlan", "PlannedFile", "UnknownSnapshotError", "constant_array"]
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,17 @@ _METADATA_KEPT = 16
 _FOOTER_CACHE_FILES = 4096
 _MEMO_ENTRIES = 4096
 _READ_ATTEMPTS = 4
-_THREADED_READ_ROWS = 200_000
-CACHED_READ_ROW_GROUPS = 4
-DEFAULT_ROW_GROUP_CACHE_BYTES = 64 << 20
+_THREADED_READ_ROWS = 65_536
+CACHED_READ_ROW_GROUPS = 2
+# Decoded row groups kept (LRU, bytes): small reads always go through it, a larger read when it
+# takes at most half of it. 256 MB hold a million 1-minute candles twice over, so a repeated bulk
+# read decodes nothing (~3x faster); 0 turns it off.
+DEFAULT_ROW_GROUP_CACHE_BYTES = 256 << 20
+# How long a table loaded from a catalog without a cheap freshness check (REST: every check is
+# a full load, 3-10 ms) is used before it is loaded again. Stale by at most this much, and never
+# after this process's own commits or a gap fill it asked for (TableReader.invalidate); see
+# docs/internals.md, "The read path".
+DEFAULT_FRESHNESS_SECONDS = 5.0
 
 
 @dataclass
@@ -49,14 +59,72 @@ class _Footer:
     row_group_bounds: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+class UnknownSnapshotError(LookupError):
+    """A snapshot id the table's metadata (as this thread loaded it) does not hold."""
+
+
 def _snapshot(table: Any, snapshot_id: int | None) -> Any:
     """The table's current snapshot, or the one named (which must still be in its metadata)."""
     if snapshot_id is None:
         return table.current_snapshot()
     snapshot = table.metadata.snapshot_by_id(snapshot_id)
     if snapshot is None:
-        raise LookupError(f"snapshot {snapshot_id} is not in {table.name()}")
+        raise UnknownSnapshotError(f"snapshot {snapshot_id} is not in {table.name()}")
     return snapshot
+
+
+def _constant_supported(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+_CONSTANTS_BYTES = 48 << 20  # built constant columns kept (LRU): a million tickers take ~20 MB
+_constants: OrderedDict[tuple[pa.DataType, Any], pa.Array] = OrderedDict()
+_constants_lock = threading.Lock()
+
+
+def constant_array(kind: pa.DataType, value: Any, length: int) -> pa.Array:
+    """``length`` copies of ``value`` as an Arrow array of type ``kind`` (an integer or string
+    type): a zero-copy slice of one built before when one is long enough (Arrow arrays are
+    immutable: sharing is safe), else built in Arrow's memory pool, one pass, no Python object
+    per row."""
+    key = (kind, value)
+    with _constants_lock:
+        built = _constants.get(key)
+        if built is not None and len(built) >= length:
+            _constants.move_to_end(key)
+            return built.slice(0, length)
+    built = _build_constant(kind, value, length)
+    if built.nbytes <= _CONSTANTS_BYTES // 2:
+        with _constants_lock:
+            _constants[key] = built
+            _constants.move_to_end(key)
+            while sum(array.nbytes for array in _constants.values()) > _CONSTANTS_BYTES:
+                _constants.popitem(last=False)
+    return built
+
+
+def _build_constant(kind: pa.DataType, value: Any, length: int) -> pa.Array:
+    if pa.types.is_integer(kind):
+        values = pa.allocate_buffer(length * kind.byte_width)
+        np.frombuffer(values, dtype=kind.to_pandas_dtype())[:] = value
+        return pa.Array.from_buffers(kind, length, [None, values])
+    encoded = str(value).encode()
+    offset_type = np.int64 if pa.types.is_large_string(kind) else np.int32
+    offsets = pa.allocate_buffer((length + 1) * np.dtype(offset_type).itemsize)
+    stops = np.frombuffer(offsets, dtype=offset_type)
+    stops[0] = 0
+    stops[1:] = len(encoded)
+    np.cumsum(stops, out=stops)
+    data = pa.allocate_buffer(max(1, length * len(encoded)))
+    if length and encoded:
+        np.frombuffer(data, dtype=np.uint8)[:length * len(encoded)].reshape(length, len(encoded))[:] = \
+            np.frombuffer(encoded, dtype=np.uint8)
+    return pa.Array.from_buffers(kind, length, [None, offsets, data])
+
+
+def _decoded_bytes(footer: _Footer, row_groups: Sequence[int], schema: pa.Schema) -> int:
+    """About what ``row_groups`` of ``schema``'s columns take decoded (8 bytes a value)."""
+    return sum(footer.metadata.row_group(i).num_rows for i in row_groups) * 8 * len(schema)
 
 
 def _plain_schema(schema: pa.Schema) -> pa.Schema:
@@ -87,6 +155,8 @@ class TableReader:
         self._locations = SqlMetadataLocations(catalog, namespace)
         # Each table's Iceberg table-uuid as last loaded, by any thread (see Warehouse.identity).
         self.table_uuids: dict[str, str] = {}
+        self.freshness_seconds = DEFAULT_FRESHNESS_SECONDS
+        self._generation = 0
 
     # -- tables ---------------------------------------------------------------------------
     def metadata_locations(self) -> dict[str, str] | None:
@@ -102,6 +172,8 @@ class TableReader:
         """
         cache: dict[str, Any] = self._local.__dict__.setdefault("tables", {})
         locations = self.metadata_locations()
+        if locations is None:
+            return self._tables_within_bound(names)
         out = []
         for name in names:
             table = cache.get(name)
@@ -121,24 +193,58 @@ class TableReader:
             metadata, io, identifier = shared
             return table_from_metadata(self.catalog, identifier, metadata, location, io)
         table = self._load_table(name)
-        self.adopt(table)
+        self._share(table)
         return table
 
     def adopt(self, table: Any) -> None:
         """Share ``table``'s parsed metadata with every thread (e.g. right after this process
         committed through it: readers then need no load of the new metadata file)."""
+        self._share(table, new_commit=True)
+
+    def _share(self, table: Any, *, new_commit: bool = False) -> None:
         with self._lock:
+            if new_commit:
+                self._generation += 1  # a staleness bound never hides this process's own commit
             self._metadata[table.metadata_location] = (table.metadata, table.io, table.name())
             self._metadata.move_to_end(table.metadata_location)
             while len(self._metadata) > _METADATA_KEPT:
                 self._metadata.popitem(last=False)
 
+    def _tables_within_bound(self, names: tuple[str, ...]) -> tuple[Any, ...]:
+        """Catalogs with no cheap freshness check (REST): this thread's tables, loaded together
+        less than ``freshness_seconds`` ago and since the last :meth:`invalidate`, are used
+        again. Any table missing from them reloads them all, in ``LOAD_ORDER`` (a table there
+        is loaded after those before it, so it is at least as new: candles after coverage)."""
+        view: dict[str, Any] = self._local.__dict__.setdefault("view", {})
+        now, generation = time.monotonic(), self._generation
+        stamp = self._local.__dict__.get("view_stamp")
+        if stamp is None or stamp[1] != generation or now - stamp[0] > self.freshness_seconds:
+            view.clear()
+        if any(name not in view for name in names):
+            wanted = set(view) | set(names)
+            view.clear()
+            for name in sorted(wanted, key=lambda n: (LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER), n)):
+                view[name] = self._table_at(name, None)
+            self._local.view_stamp = (now, generation)
+        return tuple(view[name] for name in names)
+
+    def invalidate(self) -> None:
+        """Make every thread's next read check the catalog (catalogs read within a staleness
+        bound: REST). Called after this process committed, and by the fetcher after a gap fill
+        it asked for, so what a historian just stored is always read."""
+        with self._lock:
+            self._generation += 1
+
     def forget(self) -> None:
         """Drop this thread's tables (the next read reloads them)."""
         self._local.__dict__.pop("tables", None)
+        self._local.__dict__.pop("view", None)
 
     def retrying(self, read: Callable[[], T]) -> T:
-        """Run ``read``; if a file vanished under it (expired by maintenance), reload and rerun."""
+        """Run ``read``; if a file vanished under it (expired by maintenance), or it names a
+        snapshot this thread's tables do not know yet (committed elsewhere within a staleness
+        bound), reload and rerun."""
+        unknown_snapshot_retried = False
         for attempt in range(1, _READ_ATTEMPTS + 1):
             try:
                 return read()
@@ -146,6 +252,11 @@ class TableReader:
                 if attempt == _READ_ATTEMPTS:
                     raise
                 log.info("a file vanished during a read (%s); reloading and reading again", exc)
+                self.forget()
+            except UnknownSnapshotError:
+                if unknown_snapshot_retried:
+                    raise
+                unknown_snapshot_retried = True
                 self.forget()
         raise AssertionError("unreachable")
 
@@ -191,6 +302,26 @@ class TableReader:
                 self._memo.popitem(last=False)
         return value
 
+    def layout_outdated(self, table: Any, planned: PlannedFile) -> bool:
+        """True if a data file was written with an older layout than ``table``'s properties ask
+        for: a column they delta-encode that the file does not, or row groups cut smaller than
+        the row-group limit (compaction rewrites such files, see maintenance.compact_table)."""
+        from .schema import DELTA_COLUMNS_PROPERTY
+
+        metadata = self._footer(table, planned.path, None).metadata
+        properties = table.properties
+        limit = int(properties.get("write.parquet.row-group-limit", 0) or 0)
+        if limit and metadata.num_row_groups > 1 and metadata.row_group(0).num_rows < limit:
+            return True
+        delta = {c.strip() for c in properties.get(DELTA_COLUMNS_PROPERTY, "").split(",") if c.strip()}
+        if delta and metadata.num_row_groups:
+            group = metadata.row_group(0)
+            for i in range(group.num_columns):
+                column = group.column(i)
+                if column.path_in_schema in delta and "DELTA_BINARY_PACKED" not in column.encodings:
+                    return True
+        return False
+
     # -- reads ----------------------------------------------------------------------------
     def read(
         self,
@@ -220,9 +351,13 @@ class TableReader:
         if range_column is not None:
             field_id = table.schema().find_field(range_column).field_id
             files = tuple(f for f in files if self._overlaps(f.long_bounds(field_id), start, stop))
+        # Identity partition columns hold the partition's value in every row: built, not decoded
+        # (a million tickers decoded cost ~10 ms, built ~2 ms).
+        constants = self._constant_columns(table, partition, schema, range_column)
+        file_schema = pa.schema([f for f in schema if f.name not in constants]) if constants else schema
         pieces = []
         for planned in files:
-            piece = self._read_file(table, planned, schema, range_column, start, stop)
+            piece = self._read_file(table, planned, file_schema, range_column, start, stop)
             if piece is None:
                 return self._scan(table, plan, partition, range_column, start, stop, columns)
             if piece.num_rows:
@@ -230,10 +365,29 @@ class TableReader:
         if not pieces:
             return schema.empty_table()
         if len(pieces) == 1:
-            return pieces[0]
-        if range_column is None:
-            return pa.concat_tables(pieces)
-        return self._merge_sorted(pieces, range_column)
+            result = pieces[0]
+        elif range_column is None:
+            result = pa.concat_tables(pieces)
+        else:
+            result = self._merge_sorted(pieces, range_column)
+        if not constants:
+            return result
+        return pa.Table.from_arrays([constant_array(field.type, constants[field.name], result.num_rows)
+                                     if field.name in constants else result[field.name] for field in schema],
+                                    schema=schema)
+
+    def _constant_columns(self, table: Any, partition: Mapping[str, Any], schema: pa.Schema,
+                          range_column: str | None) -> dict[str, Any]:
+        """``{column: value}`` of the identity partition columns among ``schema``'s."""
+        from pyiceberg.transforms import IdentityTransform
+
+        out = {}
+        for spec_field in table.spec().fields:
+            name = table.schema().find_column_name(spec_field.source_id)
+            if (isinstance(spec_field.transform, IdentityTransform) and name in partition and name != range_column
+                    and name in schema.names and _constant_supported(schema.field(name).type)):
+                out[name] = partition[name]
+        return out
 
     @staticmethod
     def _merge_sorted(pieces: list[pa.Table], column: str) -> pa.Table:
@@ -327,7 +481,9 @@ class TableReader:
             row_groups = np.flatnonzero(keep).tolist()
         if not row_groups:
             return schema.empty_table()
-        if len(row_groups) <= CACHED_READ_ROW_GROUPS and self.row_group_cache_bytes > 0:
+        if self.row_group_cache_bytes > 0 and (
+                len(row_groups) <= CACHED_READ_ROW_GROUPS
+                or _decoded_bytes(footer, row_groups, schema) <= self.row_group_cache_bytes // 2):
             data = self._cached_row_groups(table, planned.path, footer, row_groups, schema.names)
         else:
             rows = sum(footer.metadata.row_group(i).num_rows for i in row_groups)
@@ -352,10 +508,16 @@ class TableReader:
                 self._row_groups.move_to_end(key)
         missing = [key for key in keys if key not in found]
         if missing:
+            indices = [key[1] for key in missing]
+            counts = [footer.metadata.row_group(i).num_rows for i in indices]
             with table.io.new_input(path).open() as source:
                 parquet = pq.ParquetFile(source, metadata=footer.metadata)
-                for key in missing:
-                    found[key] = parquet.read_row_group(key[1], columns=list(names), use_threads=False)
+                decoded = parquet.read_row_groups(indices, columns=list(names),
+                                                  use_threads=sum(counts) >= _THREADED_READ_ROWS)
+            offset = 0  # one decode for all of them, cached row group by row group (zero-copy slices)
+            for key, count in zip(missing, counts):
+                found[key] = decoded.slice(offset, count)
+                offset += count
             with self._lock:
                 for key in missing:
                     if key not in self._row_groups:

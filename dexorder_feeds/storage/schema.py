@@ -13,7 +13,8 @@ import pyarrow as pa
 
 __all__ = [
     "CANDLES_TABLE", "MARKETS_TABLE", "COVERAGE_TABLE", "CANDLE_COLUMNS", "REQUIRED_CANDLE_COLUMNS",
-    "ROW_GROUP_ROWS", "TABLE_PROPERTIES", "TableLayout", "TABLE_LAYOUTS", "table_schemas",
+    "ROW_GROUP_ROWS", "LOAD_ORDER", "TABLE_PROPERTIES", "SUPERSEDED_PROPERTIES", "properties_to_update",
+    "DELTA_COLUMNS_PROPERTY", "DICTIONARY_COLUMNS_PROPERTY", "TableLayout", "TABLE_LAYOUTS", "table_schemas",
     "ticker_period_spec", "candle_arrow_schema", "row_filter", "ADDED_COLUMNS",
 ]
 
@@ -25,7 +26,25 @@ CANDLE_COLUMNS = (
     "volume", "buy_vol", "sell_vol", "open_interest",
 )
 REQUIRED_CANDLE_COLUMNS = CANDLE_COLUMNS[:8]
-ROW_GROUP_ROWS = 4096
+# A row group is what a range read decodes at least (its timestamp statistics say which to
+# skip) and what the decoded row-group cache holds: 32,768 one-minute candles are ~23 days. Bulk
+# reads pay per row group, small ones per row decoded; 4,096 (before) cost a million-candle read
+# 256 row groups, 32,768 costs it 32 and a 168-candle read ~0.3 ms more when nothing is cached.
+ROW_GROUP_ROWS = 32768
+
+# Parquet encodings pyiceberg's table properties cannot express (its writer passes no
+# ``column_encoding``); _pyiceberg_shortcuts.install_parquet_encodings adds them from these two
+# properties of ours. Sorted timestamps and random-walk prices delta-encode to 1-3 bytes a value
+# (18 bytes a candle against 52 with dictionary fallback to PLAIN), and decode ~4x faster than
+# zstd. Any Parquet reader reads DELTA_BINARY_PACKED (a Parquet 2 encoding: pyarrow, DuckDB,
+# Spark and Iceberg's Java readers). Columns named here that a table lacks are ignored.
+DELTA_COLUMNS_PROPERTY = "dexorder.write.parquet.delta-columns"
+DICTIONARY_COLUMNS_PROPERTY = "dexorder.write.parquet.dictionary-columns"
+DELTA_COLUMNS = (
+    "timestamp", "open", "high", "low", "close", "volume", "buy_vol", "sell_vol", "open_interest",
+    "start_time", "end_time", "row_count", "ingested_at", "updated_at",
+)
+DICTIONARY_COLUMNS = ("ticker", "period_seconds", "request_id", "source", "price_decimals", "volume_decimals")
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,12 @@ class TableLayout:
     sort_by: str | None
     unique_by: tuple[str, ...]
 
+
+# Where reads cannot see every table at one instant (a REST catalog: one load per table), tables
+# are loaded in this order: each is then at least as new as those before it. The historian
+# commits candles before their coverage row, so coverage loaded before candles never says a
+# range is ingested whose candles the candles table read does not hold.
+LOAD_ORDER = (COVERAGE_TABLE, MARKETS_TABLE, CANDLES_TABLE)
 
 TABLE_LAYOUTS: dict[str, TableLayout] = {
     CANDLES_TABLE: TableLayout(("ticker", "period_seconds"), "timestamp", ("timestamp",)),
@@ -56,7 +81,22 @@ TABLE_PROPERTIES = {
     "write.metadata.metrics.column.ticker": "full",
     "write.parquet.row-group-limit": str(ROW_GROUP_ROWS),
     "write.parquet.compression-codec": "lz4",
+    DELTA_COLUMNS_PROPERTY: ",".join(DELTA_COLUMNS),
+    DICTIONARY_COLUMNS_PROPERTY: ",".join(DICTIONARY_COLUMNS),
 }
+
+# Values earlier versions of this package set, which ensure_tables replaces with the current
+# ones (a value set by hand, anything else, is left alone). New files get the new layout at
+# once; compaction rewrites old files into it.
+SUPERSEDED_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "write.parquet.row-group-limit": ("4096",),
+}
+
+
+def properties_to_update(current: Mapping[str, str]) -> dict[str, str]:
+    """The table properties a table with ``current`` properties lacks or holds at a superseded value."""
+    return {key: value for key, value in TABLE_PROPERTIES.items()
+            if key not in current or (current[key] != value and current[key] in SUPERSEDED_PROPERTIES.get(key, ()))}
 
 
 

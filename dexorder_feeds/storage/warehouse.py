@@ -28,6 +28,7 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
+from ._pyiceberg_shortcuts import install_parquet_encodings
 from .reader import TableReader
 from .schema import (
     ADDED_COLUMNS,
@@ -40,6 +41,7 @@ from .schema import (
     TABLE_PROPERTIES,
     TableLayout,
     candle_arrow_schema,
+    properties_to_update,
     row_filter,
     table_schemas,
     ticker_period_spec,
@@ -200,6 +202,7 @@ class Warehouse:
             from pyiceberg.table.sorting import SortField, SortOrder
             from pyiceberg.transforms import IdentityTransform
 
+            install_parquet_encodings()  # the layout TABLE_PROPERTIES ask for (see schema.py)
             with contextlib.suppress(NamespaceAlreadyExistsError):
                 self.catalog.create_namespace_if_not_exists(self.namespace)
             for name, schema in table_schemas().items():
@@ -220,7 +223,7 @@ class Warehouse:
                         table = self.catalog.create_table_if_not_exists(self.identifier(name), schema=schema, **kwargs)
                     except TableAlreadyExistsError:
                         table = self.catalog.load_table(self.identifier(name))
-                missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
+                missing = properties_to_update(table.properties)
                 if missing:
                     with contextlib.suppress(CommitFailedException):  # another process is doing it
                         table.transaction().set_properties(missing).commit_transaction()
@@ -272,12 +275,12 @@ class Warehouse:
         one catalog check for both tables (what a fetch's cache check needs)."""
 
         def read() -> tuple[pa.Table, list[Interval], int | None]:
-            # Coverage first, then the candles from a catalog check made after it: the
-            # historian commits candles before their coverage row, so every covered range
-            # seen here has its candles in the table read next (never "covered" but empty).
-            (coverage,) = self._tables(COVERAGE_TABLE)
+            # Both tables from one catalog check (SQL: one SELECT, one instant; REST: loaded
+            # coverage first, see LOAD_ORDER): the historian commits candles before their
+            # coverage row, so every covered range seen here has its candles in the candle
+            # table read (never "covered" but empty).
+            coverage, candles = self._tables(COVERAGE_TABLE, CANDLES_TABLE)
             covered = self._coverage_in(coverage, ticker, period_seconds)
-            (candles,) = self._tables(CANDLES_TABLE)
             return self._candles_in(candles, ticker, period_seconds, interval), covered, _snapshot_id(candles)
 
         with translate_errors(f"reading candles of {ticker}", self.catalog.properties):
@@ -486,6 +489,7 @@ class Warehouse:
                         f"{description}: gave up after {tries} commit conflicts ({exc}); retry the request"
                     ) from exc
                 log.info("%s: commit conflict (%s), retry %d", description, exc, tries)
+                self.reader.invalidate()  # the retry re-reads the catalog (REST: past the staleness bound)
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")

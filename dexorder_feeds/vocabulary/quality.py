@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ranges import Interval, intervals_from_timestamps, merge_intervals, subtract_intervals
+from .ranges import Interval, merge_intervals, runs_of_sorted_timestamps, sorted_unique_timestamps, subtract_intervals
 from .requests import closed_period_stop
 
 __all__ = [
@@ -179,9 +179,10 @@ def quality_report(
     start, stop = interval[0], min(interval[1], closed + period_us)  # periods opened by now
     if stop <= start:
         return QualityReport(ticker, period_seconds, 0, 0)
-    ts = np.asarray(timestamps, dtype=np.int64)
-    ts = ts[(ts >= start) & (ts < stop)]
-    runs = intervals_from_timestamps(ts, period_us)
+    ts, steps = sorted_unique_timestamps(timestamps)  # one pass over a read's sorted timestamps
+    i, j = (int(k) for k in np.searchsorted(ts, [start, stop]))
+    ts, steps = ts[i:j], steps[i:max(i, j - 1)]
+    runs = runs_of_sorted_timestamps(ts, steps, period_us)
     gaps = subtract_intervals((start, stop), runs)
     pieces: list[tuple[int, int, str]] = []
     if gaps and gaps[-1][1] > closed:  # the open period (at most one: it ends the range)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .periods import period_ceil, period_count, period_end, period_end_array, period_floor, shift_periods
+from .periods import MONTH, period_ceil, period_count, period_end, period_end_array, period_floor, shift_periods
 
 __all__ = [
     "Interval",
@@ -24,6 +24,8 @@ __all__ = [
     "merge_intervals",
     "subtract_intervals",
     "intervals_from_timestamps",
+    "sorted_unique_timestamps",
+    "runs_of_sorted_timestamps",
     "to_inclusive",
     "interval_candle_count",
 ]
@@ -78,17 +80,40 @@ def subtract_intervals(base: Interval, remove: Sequence[Interval]) -> list[Inter
     return result
 
 
-def intervals_from_timestamps(timestamps: Sequence[int] | np.ndarray, period_us: int) -> list[Interval]:
-    """Runs of consecutive candle timestamps as intervals (input need not be sorted or unique)."""
-    ts = np.sort(np.asarray(timestamps, dtype=np.int64))  # sort + adjacent test: np.unique is far slower
+def sorted_unique_timestamps(timestamps: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ts, steps)``: the timestamps sorted and unique, and ``np.diff(ts)``. Input that is
+    sorted and unique already (what every read returns) costs one pass: no sort, no copy."""
+    ts = np.asarray(timestamps, dtype=np.int64)
+    steps = np.diff(ts)
+    if steps.size and int(steps.min()) <= 0:
+        ts = np.sort(ts)  # sort + adjacent test: np.unique is far slower
+        ts = ts[np.concatenate(([True], ts[1:] != ts[:-1]))]
+        steps = np.diff(ts)
+    return ts, steps
+
+
+def runs_of_sorted_timestamps(ts: np.ndarray, steps: np.ndarray, period_us: int) -> list[Interval]:
+    """:func:`intervals_from_timestamps` of timestamps known sorted and unique, with their
+    ``np.diff`` (from :func:`sorted_unique_timestamps`): a run breaks where a step is not one
+    period (calendar months: where a period's end is not the next timestamp)."""
     if ts.size == 0:
         return []
-    ts = ts[np.concatenate(([True], ts[1:] != ts[:-1]))]
-    ends = period_end_array(period_us // 1_000_000, ts)
-    breaks = np.nonzero(ends[:-1] != ts[1:])[0]
-    starts = np.concatenate(([ts[0]], ts[breaks + 1]))
-    stops = np.concatenate((ends[breaks], [ends[-1]]))
-    return [(int(s), int(e)) for s, e in zip(starts, stops)]
+    period = period_us // 1_000_000
+    if period == MONTH:
+        ends = period_end_array(period, ts)
+        breaks = np.flatnonzero(ends[:-1] != ts[1:])
+        stops = np.concatenate((ends[breaks], ends[-1:]))
+    else:
+        breaks = np.flatnonzero(steps != period_us)
+        stops = np.concatenate((ts[breaks], ts[-1:])) + period_us
+    starts = np.concatenate((ts[:1], ts[breaks + 1]))
+    return [(int(s), int(e)) for s, e in zip(starts.tolist(), stops.tolist())]
+
+
+def intervals_from_timestamps(timestamps: Sequence[int] | np.ndarray, period_us: int) -> list[Interval]:
+    """Runs of consecutive candle timestamps as intervals (input need not be sorted or unique;
+    sorted unique input, a million candles without a gap, costs ~3 ms: one diff, no sort)."""
+    return runs_of_sorted_timestamps(*sorted_unique_timestamps(timestamps), period_us)
 
 
 def to_inclusive(intervals: Iterable[Interval], period_us: int) -> list[tuple[int, int]]:
