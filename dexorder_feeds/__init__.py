@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .client.iceberg_client import IcebergClient
     from .vocabulary.markets import MarketInfo
     from .client.ohlc_client import OHLCClient
-    from .client.sync import fetch_ohlc
+    from .client.sync import fetch_many, fetch_ohlc
 
 try:
     __version__ = _package_version("dexorder-feeds")
@@ -36,6 +36,7 @@ _LAZY = {
     "IcebergClient": ".client.iceberg_client",
     "HistoryClient": ".client.history_client",
     "fetch_ohlc": ".client.sync",
+    "fetch_many": ".client.sync",
     "candles": ".adapters.iterator",
     "acandles": ".adapters.iterator",
     "Candle": ".adapters.iterator",
@@ -48,6 +49,7 @@ __all__ = [
     "IcebergClient",
     "HistoryClient",
     "fetch_ohlc",
+    "fetch_many",
     "candles",
     "acandles",
     "Candle",
