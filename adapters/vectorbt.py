@@ -87,7 +87,7 @@ class _SymbolBars:
         self._by_request: dict[tuple[str, int], Any] = {}
         for position, (symbol, plan) in enumerate(plans.items()):
             options = dict(desc=str(symbol), total=100, position=position, leave=True,
-                           bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+                           bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
             options.update(tqdm_kwargs or {})
             self.bars[symbol] = tqdm(**options)
             self._by_request[(str(parse_ticker(plan["ticker"])), plan["period"])] = symbol
@@ -98,15 +98,14 @@ class _SymbolBars:
         if symbol is not None and total:
             with self._lock:
                 bar = self.bars[symbol]
-                bar.n = min(99, 90 * completed // total)
-                bar.refresh()
+                bar.update(max(0, min(99, 90 * completed // total) - bar.n))
 
     def done(self, symbol: Any, fetched: Fetched) -> None:
         with self._lock:
             bar = self.bars[symbol]
-            bar.n = bar.total
             bar.set_postfix_str(f"{len(fetched.frame)} candles", refresh=False)
-            bar.refresh()
+            bar.update(bar.total - bar.n)
+            bar.refresh()  # the last state even within tqdm's mininterval
 
     def close(self) -> None:
         for bar in self.bars.values():

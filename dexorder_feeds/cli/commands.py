@@ -38,8 +38,8 @@ class ProgressBar:
     def dexorder_progress(self, request: Any, completed: int, total: int) -> None:
         if self.bar is not None:
             self.bar.total = total
-            self.bar.n = completed
-            self.bar.refresh()
+            # update(), not n= and refresh(): tqdm then honours its delay and ends the line on close
+            self.bar.update(completed - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -68,18 +68,18 @@ class BulkProgress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=len(keys), desc=self._desc(), unit="series", delay=delay, file=file or sys.stderr,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
 
     def _desc(self) -> str:
         return f"fetching {self.finished}/{len(self.keys)} series"
 
     def _redraw(self, postfix: str | None = None) -> None:
         if self.bar is not None:
-            self.bar.n = round(sum(self.share.values()), 3)
             self.bar.set_description_str(self._desc(), refresh=False)
             if postfix is not None:
                 self.bar.set_postfix_str(postfix, refresh=False)
-            self.bar.refresh()
+            # update(), not n= and refresh(): tqdm then honours its delay and ends the line on close
+            self.bar.update(round(sum(self.share.values()), 3) - self.bar.n)
 
     @hookimpl
     def dexorder_progress(self, request: Any, completed: int, total: int) -> None:
@@ -120,8 +120,8 @@ def resolve_range(start: str | None, end: str | None, days: float | None, now: i
     if days is not None:
         if start is not None:
             raise InvalidRequestError("give either --start or --days, not both")
-        if not days > 0:
-            raise InvalidRequestError(f"--days {days:g} must be more than 0 (the days up to --end)")
+        if not 0 < days < 100_000:
+            raise InvalidRequestError(f"--days {days:g} must be more than 0 and less than 100000 (the days up to --end)")
         return end_us - round(days * 86_400_000_000), end_us
     if start is None:
         raise InvalidRequestError("give --start (e.g. 2025-01-01 or '30 days ago') or --days N")

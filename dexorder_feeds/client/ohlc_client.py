@@ -16,7 +16,7 @@ from typing import Any, Literal, Union, overload
 import pandas as pd
 
 from ..config import Settings, resolve_settings
-from ..vocabulary.errors import ClientClosedError, FetchManyError
+from ..vocabulary.errors import ClientClosedError, FetchManyError, InvalidRequestError
 from ..vocabulary.periods import parse_period, period_label
 from ..vocabulary.times import now_micros, to_micros
 from .fetcher import FetchContext, Fetcher
@@ -267,7 +267,7 @@ class OHLCClient:
         """
         check_price_kind(prices)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency={concurrency!r} must be a positive integer (series fetched at once)")
+            raise InvalidRequestError(f"concurrency={concurrency!r} must be a positive integer (series fetched at once)")
         keys = series_keys(tickers, periods)
         now = now_micros()
         start = to_micros(start_time, name="start_time", round_up=True, now=now)
