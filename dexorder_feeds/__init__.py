@@ -2,7 +2,8 @@
 
 ``OHLCClient`` fetches candles (cached in an Iceberg warehouse, gaps filled by the historian),
 ``IcebergClient`` queries the warehouse, ``HistoryClient`` talks to the relay; ``fetch_ohlc`` is
-the blocking face, ``candles``/``acandles`` iterate candles with exact ``Decimal`` prices.
+the blocking face (``fetch_many`` for many tickers and periods at once), ``candles``/``acandles``
+iterate candles with exact ``Decimal`` prices.
 After ``import dexorder_feeds``, ``bt.feeds.DexOrderData`` and ``vbt.DexOrderData`` exist as
 soon as backtrader / vectorbt are imported. Heavy modules load on first use.
 """
