@@ -80,6 +80,10 @@ def test_fetch_many_gives_what_each_single_fetch_gives(uri):
         assert frame.attrs["content_hash"] == single.attrs["content_hash"]
         assert frame.attrs["quality"] == single.attrs["quality"] and frame.attrs["quality"].missing_candles == 0
         assert frame["ticker"].eq(ticker).all()
+    decimals = dexorder_feeds.fetch_many(TICKERS, "1d", START, END, iceberg_catalog_uri=uri, prices="decimal")
+    for (ticker, period), frame in decimals.items():
+        pd.testing.assert_frame_equal(frame, dexorder_feeds.fetch_ohlc(ticker, period, START, END, prices="decimal",
+                                                                       iceberg_catalog_uri=uri))
 
 
 def test_a_bad_ticker_among_good_ones_keeps_the_good_frames(uri):
