@@ -266,3 +266,5 @@ def test_cli_single_series_keeps_its_form_and_takes_relative_times(tmp_path):
     assert yesterday in result.stdout
     missing = cli("fetch", "SIM:BTC/USDT", "--end", "2025-01-02", cache=tmp_path)
     assert missing.returncode == 2 and "give --start" in missing.stderr
+    empty = cli("fetch", ",", "--days", "1", cache=tmp_path)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: give at least one ticker")

@@ -229,7 +229,11 @@ def fetch_command(args: argparse.Namespace, catalog_properties: dict[str, str]) 
     from ..client.ohlc_client import series_keys
     from ..vocabulary.tickers import parse_ticker
 
+    from ..vocabulary.errors import InvalidRequestError
+
     tickers = split_list(args.ticker, [])
+    if not tickers:
+        raise InvalidRequestError("give at least one ticker, e.g. SIM:BTC/USDT")
     periods = split_list(args.period, ["1h"])
     for ticker in tickers:
         parse_ticker(ticker)  # a typo fails before anything is fetched
