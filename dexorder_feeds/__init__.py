@@ -2,7 +2,8 @@
 
 ``OHLCClient`` fetches candles (cached in an Iceberg warehouse, gaps filled by the historian),
 ``IcebergClient`` queries the warehouse, ``HistoryClient`` talks to the relay; ``fetch_ohlc`` is
-the blocking face, ``candles``/``acandles`` iterate candles with exact ``Decimal`` prices.
+the blocking face (``fetch_many`` for many tickers and periods at once), ``candles``/``acandles``
+iterate candles with exact ``Decimal`` prices.
 After ``import dexorder_feeds``, ``bt.feeds.DexOrderData`` and ``vbt.DexOrderData`` exist as
 soon as backtrader / vectorbt are imported. Heavy modules load on first use.
 """
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .client.iceberg_client import IcebergClient
     from .vocabulary.markets import MarketInfo
     from .client.ohlc_client import OHLCClient
-    from .client.sync import fetch_ohlc
+    from .client.sync import fetch_many, fetch_ohlc
 
 try:
     __version__ = _package_version("dexorder-feeds")
@@ -36,6 +37,7 @@ _LAZY = {
     "IcebergClient": ".client.iceberg_client",
     "HistoryClient": ".client.history_client",
     "fetch_ohlc": ".client.sync",
+    "fetch_many": ".client.sync",
     "candles": ".adapters.iterator",
     "acandles": ".adapters.iterator",
     "Candle": ".adapters.iterator",
@@ -48,6 +50,7 @@ __all__ = [
     "IcebergClient",
     "HistoryClient",
     "fetch_ohlc",
+    "fetch_many",
     "candles",
     "acandles",
     "Candle",

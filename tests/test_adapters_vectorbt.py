@@ -156,10 +156,76 @@ def test_from_signals_runs_on_the_result(uri):
 def test_show_progress_and_errors(uri, capsys):
     vbt.DexOrderData.download(SYMBOLS, start=START, end="2025-01-01T03:00", show_progress=True,
                               iceberg_catalog_uri=uri)
-    assert "DexOrderData" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert all(f"{symbol}: 100%" in err for symbol in SYMBOLS), err
     with pytest.raises(InvalidRequestError, match="start"):
         vbt.DexOrderData.download(SYMBOLS, end=END, iceberg_catalog_uri=uri)
     with pytest.raises(InvalidRequestError, match="missing"):
         vbt.DexOrderData.download(SYMBOLS, start=START, missing="zero", iceberg_catalog_uri=uri)
     with pytest.raises(TypeError, match="unknown client setting"):
         vbt.DexOrderData.download(SYMBOLS, start=START, catalog_uri=uri)
+
+
+# -- vectorbt's conventions: pull, tz=, show_progress on by default ---------------------------------
+def test_pull_is_download_under_vectorbt_pros_name(uri):
+    pulled = vbt.DexOrderData.pull(SYMBOLS, start=START, end="2025-01-03", timeframe="4h", iceberg_catalog_uri=uri,
+                                   show_progress=False)
+    downloaded = vbt.DexOrderData.download(SYMBOLS, start=START, end="2025-01-03", timeframe="4h",
+                                           iceberg_catalog_uri=uri, show_progress=False)
+    assert type(pulled) is vbt.DexOrderData and pulled.symbols == downloaded.symbols == SYMBOLS
+    for symbol in SYMBOLS:
+        pd.testing.assert_frame_equal(pulled.data[symbol], downloaded.data[symbol], check_exact=True)
+        assert pulled.data[symbol].attrs["content_hash"] == downloaded.data[symbol].attrs["content_hash"]
+    assert len(pulled.get("Close")) == 13  # 2025-01-01 00:00 .. 2025-01-03 00:00 every 4 h
+
+
+def test_tz_converts_the_index_to_the_same_instants_and_update_keeps_it(uri):
+    # Across the US switch to daylight saving time (2025-03-09 07:00 UTC).
+    span = dict(start="2025-03-08", end="2025-03-10", iceberg_catalog_uri=uri, show_progress=False)
+    utc = vbt.DexOrderData.download(SYMBOLS, **span)
+    local = vbt.DexOrderData.download(SYMBOLS, tz="America/New_York", **span)
+    assert str(utc.wrapper.index.tz) == "UTC", "UTC stays the default"
+    assert str(local.wrapper.index.tz) == "America/New_York"
+    offsets = {ts.utcoffset() for ts in local.wrapper.index}
+    assert offsets == {pd.Timedelta(hours=-5), pd.Timedelta(hours=-4)}, "daylight saving followed, not one offset"
+    for symbol in SYMBOLS:
+        frame = local.data[symbol]
+        assert str(frame.index.tz) == "America/New_York"
+        pd.testing.assert_frame_equal(frame.tz_convert("UTC"), utc.data[symbol], check_exact=True, check_freq=False)
+    assert local.get("Close").index[0] == pd.Timestamp("2025-03-07 19:00", tz="America/New_York")
+    updated = local.update(end="2025-03-11")
+    assert str(updated.wrapper.index.tz) == "America/New_York"
+    reference = utc.update(end="2025-03-11")
+    for symbol in SYMBOLS:
+        assert str(updated.data[symbol].index.tz) == "America/New_York"
+        pd.testing.assert_frame_equal(updated.data[symbol].tz_convert("UTC"), reference.data[symbol],
+                                      check_exact=True, check_freq=False)
+    offset = vbt.DexOrderData.download_symbol(SYMBOLS[0], tz=3, **span)
+    assert offset.index[0].utcoffset() == pd.Timedelta(hours=3) and offset.index[0] == utc.wrapper.index[0]
+    with pytest.raises(InvalidRequestError, match="not a time zone"):
+        vbt.DexOrderData.download(SYMBOLS, tz="Mars/Olympus_Mons", **span)
+    with pytest.raises(InvalidRequestError, match="not both"):
+        vbt.DexOrderData.download(SYMBOLS, tz="UTC", tz_convert="UTC", **span)
+
+
+def test_show_progress_is_on_by_default_with_a_bar_per_symbol(uri, capsys):
+    data = vbt.DexOrderData.download(SYMBOLS, start="2025-02-01", end="2025-02-02", iceberg_catalog_uri=uri)
+    err = capsys.readouterr().err
+    for symbol in SYMBOLS:
+        assert f"{symbol}: 100%" in err and "25 candles" in err, err
+    data.update(end="2025-02-03")  # vectorbt's update shows no bar unless asked
+    assert "100%" not in capsys.readouterr().err
+    vbt.DexOrderData.pull(SYMBOLS, start="2025-02-01", end="2025-02-02", iceberg_catalog_uri=uri,
+                          show_progress=False)
+    assert "100%" not in capsys.readouterr().err
+    vbt.DexOrderData.pull(SYMBOLS[0], start="2025-02-01", end="2025-02-02", iceberg_catalog_uri=uri,
+                          tqdm_kwargs={"desc": "custom label"})
+    assert "custom label: 100%" in capsys.readouterr().err
+
+
+def test_relative_times_reach_the_download(uri):
+    data = vbt.DexOrderData.download(SYMBOLS[0], start="3 days ago", end="now UTC", timeframe="1d",
+                                     iceberg_catalog_uri=uri, show_progress=False)
+    frame = data.get()
+    now = pd.Timestamp.now(tz="UTC")
+    assert 2 <= len(frame) <= 4 and frame.index[-1] <= now and frame.index[0] >= now - pd.Timedelta(days=3, hours=1)

@@ -10,7 +10,7 @@ import dexorder_feeds
 from dexorder_feeds.vocabulary import errors
 
 PUBLIC = {
-    "OHLCClient", "IcebergClient", "HistoryClient", "fetch_ohlc", "candles", "acandles", "Candle",
+    "OHLCClient", "IcebergClient", "HistoryClient", "fetch_ohlc", "fetch_many", "candles", "acandles", "Candle",
     "MarketInfo", "Settings", "hookimpl", "__version__",
     *errors.__all__,
 }

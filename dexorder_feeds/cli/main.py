@@ -66,13 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "SIGHUP re-reads it")
     serve.set_defaults(handler=_serve)
 
-    fetch = sub.add_parser("fetch", help="fetch candles into the warehouse and print or save them")
-    fetch.add_argument("ticker")
-    fetch.add_argument("--period", default="1h", help="seconds or 1m/5m/15m/1h/4h/1d/1w (Monday weeks)/1M (calendar months) (default 1h)")
-    fetch.add_argument("--start", required=True, help="ISO time or µs, e.g. 2025-01-01")
-    fetch.add_argument("--end", required=True, help="ISO time or µs, inclusive")
+    fetch = sub.add_parser(
+        "fetch", help="fetch candles into the warehouse and print or save them",
+        description="Fetch candles of one or more tickers and periods. One ticker and period prints the candles; "
+                    "several are fetched concurrently with one progress bar and a summary line each.",
+        epilog="times: ISO 8601 (2025-01-01, 2025-01-01T12:00Z), integer µs, or relative: now, today, yesterday, "
+               "'7 days ago', '3 months ago' (UTC). Dates such as 01/02/2025 are refused as ambiguous.")
+    fetch.add_argument("ticker", nargs="+", metavar="TICKER",
+                       help="EXCHANGE:BASE/QUOTE, one or more (also comma-separated), e.g. SIM:BTC/USDT SIM:ETH/USDT")
+    fetch.add_argument("--period", action="append", default=None, metavar="PERIOD",
+                       help="seconds or 1m/5m/15m/1h/4h/1d/1w (Monday weeks)/1M (calendar months), repeatable or "
+                            "comma-separated: --period 1h --period 1d or --period 1h,1d (default 1h)")
+    fetch.add_argument("--start", help="first candle time, e.g. 2025-01-01 or '30 days ago' (or give --days)")
+    fetch.add_argument("--end", help="last candle time, inclusive (default: now)")
+    fetch.add_argument("--days", type=float, default=None, metavar="N",
+                       help="the N days up to --end (default now), instead of --start")
+    fetch.add_argument("--concurrency", type=int, default=None, metavar="N",
+                       help="series fetched at once with several tickers or periods (default 8)")
     fetch.add_argument("-o", "--output", help="write .csv or .parquet instead of printing (real prices as exact "
-                       "decimals, ISO-8601 UTC times)")
+                       "decimals, ISO-8601 UTC times); with several tickers or periods, a name holding {ticker} and "
+                       "{period}, e.g. 'data/{ticker}_{period}.parquet' (one file each, folders created)")
     fetch.add_argument("--raw", action="store_true",
                        help="with -o: write the stored integers and µs timestamps instead of real prices")
     fetch.add_argument("--relay-endpoint")

@@ -9,22 +9,51 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, Union, overload
 
 import pandas as pd
 
 from ..config import Settings, resolve_settings
-from ..vocabulary.errors import ClientClosedError
+from ..vocabulary.errors import ClientClosedError, FetchManyError, InvalidRequestError
+from ..vocabulary.periods import parse_period, period_label
+from ..vocabulary.times import now_micros, to_micros
 from .fetcher import FetchContext, Fetcher
 from .iceberg_client import FetchRequest, IcebergClient
 from ..vocabulary.markets import MarketInfo, check_price_kind, real_prices
 from ..plugins import get_plugin_manager
 from .transport import HistoryTransport
 
-__all__ = ["OHLCClient"]
+__all__ = ["OHLCClient", "SeriesKey", "DEFAULT_CONCURRENCY", "series_keys"]
 
 log = logging.getLogger(__name__)
+
+#: A series of ``fetch_many``: the ticker as given and the period in seconds.
+SeriesKey = tuple[str, int]
+#: How many series ``fetch_many`` fetches at once unless told otherwise.
+DEFAULT_CONCURRENCY = 8
+#: ``on_done(key, frame or exception, seconds)``: called as each series of ``fetch_many`` finishes.
+OnDone = Callable[[SeriesKey, Union[pd.DataFrame, BaseException], float], None]
+
+
+def _as_list(value: Any, scalar: tuple[type, ...]) -> list[Any]:
+    if isinstance(value, scalar):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]  # not iterable: let the ticker or period parser say what is wrong with it
+
+
+def series_keys(tickers: Any, periods: Any) -> list[SeriesKey]:
+    """Every ``(ticker, period_seconds)`` of ``tickers`` × ``periods`` (each one value or an
+    iterable), in order, duplicates dropped; a malformed period raises ``InvalidPeriodError``."""
+    keys: dict[SeriesKey, None] = {}
+    for ticker in _as_list(tickers, (str,)):
+        for period in _as_list(periods, (str, int)):
+            keys[(ticker, parse_period(period))] = None
+    return list(keys)
 
 
 class OHLCClient:
@@ -189,6 +218,98 @@ class OHLCClient:
             return frame
         market = await self.price_scale(request.ticker) if len(frame) else None
         return real_prices(frame, market, prices)
+
+    @overload
+    async def fetch_many(
+        self, tickers: str | Iterable[str], periods: int | str | Iterable[int | str], start_time: Any,
+        end_time: Any, request_timeout: float | None = None, *, as_of: str | int | None = None,
+        prices: str = "integer", concurrency: int = DEFAULT_CONCURRENCY, return_exceptions: Literal[False] = False,
+        on_done: OnDone | None = None,
+    ) -> dict[SeriesKey, pd.DataFrame]: ...
+
+    @overload
+    async def fetch_many(
+        self, tickers: str | Iterable[str], periods: int | str | Iterable[int | str], start_time: Any,
+        end_time: Any, request_timeout: float | None = None, *, as_of: str | int | None = None,
+        prices: str = "integer", concurrency: int = DEFAULT_CONCURRENCY, return_exceptions: Literal[True],
+        on_done: OnDone | None = None,
+    ) -> dict[SeriesKey, pd.DataFrame | BaseException]: ...
+
+    async def fetch_many(
+        self,
+        tickers: str | Iterable[str],
+        periods: int | str | Iterable[int | str],
+        start_time: Any,
+        end_time: Any,
+        request_timeout: float | None = None,
+        *,
+        as_of: str | int | None = None,
+        prices: str = "integer",
+        concurrency: int = DEFAULT_CONCURRENCY,
+        return_exceptions: bool = False,
+        on_done: OnDone | None = None,
+    ) -> dict[SeriesKey, Any]:
+        """Every ticker × period over one range, ``concurrency`` series at a time.
+
+        Returns ``{(ticker, period_seconds): frame}`` in the order given (tickers as given,
+        periods in seconds), each frame exactly what :meth:`fetch_ohlc` returns for it, with its
+        ``attrs`` (``quality``, ``snapshot_id``, ``content_hash``). Relative times (``"now"``,
+        ``"30 days ago"``) are read once, so every series covers the same range.
+
+        Arguments that make no valid request (a malformed ticker or period, a bad range) raise at
+        once, before anything is fetched. A series that fails while fetching (an unknown
+        exchange, a timeout…) does not stop the others: once all have finished,
+        :class:`~dexorder_feeds.vocabulary.errors.FetchManyError` is raised, its ``errors``
+        mapping each failed series to its exception and its ``results`` holding every frame
+        that was fetched. With ``return_exceptions=True`` nothing is raised: a failed series
+        maps to its exception instead (as ``asyncio.gather`` does).
+
+        ``on_done(key, frame_or_exception, seconds)`` is called on the event loop as each series
+        finishes (for progress bars; ``seconds`` is that series' own fetch time).
+        """
+        check_price_kind(prices)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidRequestError(f"concurrency={concurrency!r} must be a positive integer (series fetched at once)")
+        keys = series_keys(tickers, periods)
+        now = now_micros()
+        start = to_micros(start_time, name="start_time", round_up=True, now=now)
+        end = to_micros(end_time, name="end_time", now=now)
+        for ticker, period in keys:  # every request valid before any is sent
+            FetchRequest.create(ticker, period, start, end, as_of)
+        if self._closed:
+            raise ClientClosedError("this OHLCClient was stopped; create a new one")
+        if self._fetcher is None:
+            await self.start()
+        gate = asyncio.Semaphore(concurrency)
+        outcomes: dict[SeriesKey, pd.DataFrame | BaseException] = {}
+
+        async def one(key: SeriesKey) -> None:
+            async with gate:
+                began = time.perf_counter()
+                result: pd.DataFrame | BaseException
+                try:
+                    result = await self.fetch_ohlc(key[0], key[1], start, end, request_timeout, as_of=as_of,
+                                                   prices=prices)
+                except Exception as exc:  # kept for the caller; cancellation still propagates
+                    result = exc
+                outcomes[key] = result
+                if on_done is not None:
+                    on_done(key, result, time.perf_counter() - began)
+
+        await asyncio.gather(*(one(key) for key in keys))
+        ordered = {key: outcomes[key] for key in keys}
+        if return_exceptions:
+            return ordered
+        failed = {key: value for key, value in ordered.items() if isinstance(value, BaseException)}
+        if failed:
+            lines = [f"  {ticker} {period_label(period)}: {type(exc).__name__}: {exc}"
+                     for (ticker, period), exc in failed.items()]
+            raise FetchManyError(
+                f"{len(failed)} of {len(keys)} series failed (the others' frames are in .results):\n"
+                + "\n".join(lines),
+                errors=failed, results={key: value for key, value in ordered.items() if key not in failed},
+            )
+        return ordered
 
     async def forget(self, ticker: str, period_seconds: int | str | None = None, start_time: Any = None,
                      end_time: Any = None, *, candles: bool = False) -> Any:

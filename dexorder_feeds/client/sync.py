@@ -16,7 +16,7 @@ import atexit
 import concurrent.futures
 import os
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -24,7 +24,7 @@ import pandas as pd
 from ..config import resolve_settings
 from ..vocabulary.errors import ClientClosedError, RequestTimeoutError
 
-__all__ = ["run_sync", "fetch_ohlc", "price_scale", "shared_client", "get_loop", "close_sync_clients"]
+__all__ = ["run_sync", "fetch_ohlc", "fetch_many", "price_scale", "shared_client", "get_loop", "close_sync_clients"]
 
 T = TypeVar("T")
 
@@ -140,6 +140,49 @@ def fetch_ohlc(
     )
     return run_sync(_fetch(settings, (ticker, period_seconds, start_time, end_time), request_timeout, as_of,
                            prices))
+
+
+async def _fetch_many(settings: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+    client = await shared_client(settings)
+    return await client.fetch_many(*args, **kwargs)
+
+
+def fetch_many(
+    tickers: str | Iterable[str],
+    periods: int | str | Iterable[int | str],
+    start_time: Any,
+    end_time: Any,
+    request_timeout: float | None = None,
+    *,
+    iceberg_catalog_uri: str | None = None,
+    relay_endpoint: str | None = None,
+    notification_endpoint: str | None = None,
+    namespace: str | None = None,
+    catalog_properties: Mapping[str, Any] | None = None,
+    sources: Mapping[str, str] | list[str] | None = None,
+    as_of: str | int | None = None,
+    prices: str = "integer",
+    concurrency: int | None = None,
+    return_exceptions: bool = False,
+    on_done: Callable[[tuple[str, int], Any, float], None] | None = None,
+) -> dict[tuple[str, int], Any]:
+    """Blocking :meth:`OHLCClient.fetch_many`: every ticker × period over one range, fetched
+    concurrently on the shared client; ``{(ticker, period_seconds): frame}``.
+
+    A failed series raises :class:`~dexorder_feeds.vocabulary.errors.FetchManyError` once the
+    others have finished (their frames in its ``results``), or with ``return_exceptions=True``
+    maps to its exception. ``on_done`` runs on the background loop's thread.
+    """
+    from .ohlc_client import DEFAULT_CONCURRENCY
+
+    settings = _settings(
+        iceberg_catalog_uri=iceberg_catalog_uri, relay_endpoint=relay_endpoint,
+        notification_endpoint=notification_endpoint, namespace=namespace,
+        catalog_properties=catalog_properties, sources=sources,
+    )
+    kwargs: dict[str, Any] = dict(as_of=as_of, prices=prices, return_exceptions=return_exceptions, on_done=on_done,
+                                  concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency)
+    return run_sync(_fetch_many(settings, (tickers, periods, start_time, end_time, request_timeout), kwargs))
 
 
 async def _price_scale(settings: Any, ticker: str) -> Any:

@@ -27,6 +27,7 @@ __all__ = [
     "WarehouseError",
     "ClientClosedError",
     "MissingDependencyError",
+    "FetchManyError",
 ]
 
 
@@ -131,6 +132,17 @@ class ClientClosedError(DexOrderError, RuntimeError):
 
 class MissingDependencyError(DexOrderError, ImportError):
     """An optional dependency is missing; the message gives the ``pip install`` command."""
+
+
+class FetchManyError(DexOrderError):
+    """Some series of a ``fetch_many`` failed. Raised once every series has finished, so nothing
+    fetched is lost: ``errors`` maps each failed ``(ticker, period_seconds)`` to its exception,
+    ``results`` each one that succeeded to its frame. The message lists every failure."""
+
+    def __init__(self, message: str, *, errors: dict | None = None, results: dict | None = None) -> None:
+        super().__init__(message)
+        self.errors: dict = dict(errors or {})
+        self.results: dict = dict(results or {})
 
 
 def missing_dependency(package: str, extra: str) -> MissingDependencyError:
