@@ -165,6 +165,7 @@ def fetch_many(
     concurrency: int | None = None,
     return_exceptions: bool = False,
     on_done: Callable[[tuple[str, int], Any, float], None] | None = None,
+    settle_seconds: float | None = None,
 ) -> dict[tuple[str, int], Any]:
     """Blocking :meth:`OHLCClient.fetch_many`: every ticker × period over one range, fetched
     concurrently on the shared client; ``{(ticker, period_seconds): frame}``.
@@ -178,7 +179,7 @@ def fetch_many(
     settings = _settings(
         iceberg_catalog_uri=iceberg_catalog_uri, relay_endpoint=relay_endpoint,
         notification_endpoint=notification_endpoint, namespace=namespace,
-        catalog_properties=catalog_properties, sources=sources,
+        catalog_properties=catalog_properties, sources=sources, settle_seconds=settle_seconds,
     )
     kwargs: dict[str, Any] = dict(as_of=as_of, prices=prices, return_exceptions=return_exceptions, on_done=on_done,
                                   concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency)
