@@ -23,6 +23,17 @@ def _isolated_home(tmp_path_factory, monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_relay_remembered():
+    """Each test starts with no relay's word about where it stored which range (that record is
+    per process, see dexorder_feeds.client.relay_warehouses)."""
+    from dexorder_feeds.client import relay_warehouses
+
+    relay_warehouses.forget()
+    yield
+    relay_warehouses.forget()
+
+
 @pytest.fixture
 def catalog_uri(tmp_path) -> str:
     """A fresh SQLite catalog URI in a temp dir (warehouse files beside it)."""
