@@ -21,8 +21,10 @@ import signal
 import subprocess
 import sys
 import threading
+import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from relay_process import RelayProcess, start_relay_process
@@ -39,6 +41,41 @@ MINUTE_US = 60 * 1_000_000
 PIECE = 100_000  # the fetcher's split size, in candles
 PIECES = 4  # the fill sends 4 at a time: with one worker, one runs and three wait in the queue
 TIMEOUT = 40.0
+
+# The relay's SIM source, slowed to an exchange's pace: a fill then takes long enough for the
+# outage to land while the relay works (in-process SIM fills 400,000 candles in well under the
+# 0.3 s the outage waits). Installed as an entry-point plugin on the relay's PYTHONPATH.
+SLOW_PLUGIN = """
+import time
+from dexorder_feeds.ingest.sources.sim import SimulatedSource
+from dexorder_feeds.plugin import hookimpl
+
+
+class SlowSim(SimulatedSource):
+    name = "slowsim"
+
+    def fetch_candles(self, ticker, period_seconds, start, stop):
+        time.sleep(1.0)
+        return super().fetch_candles(ticker, period_seconds, start, stop)
+
+
+@hookimpl
+def dexorder_register_sources(register):
+    register("slowsim", lambda argument: SlowSim())
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_relay_options(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``start_relay_process`` options for a relay whose SIM answers after a second."""
+    site: Path = tmp_path_factory.mktemp("slow-sim-site")
+    (site / "relay_down_slow_sim.py").write_text(textwrap.dedent(SLOW_PLUGIN))
+    info = site / "relay_down_slow_sim-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: relay-down-slow-sim\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dexorder_feeds]\nrelay-down-slow-sim = relay_down_slow_sim\n")
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {"sources": ["SIM=slowsim"], "env": {"PYTHONPATH": path}}
 
 
 class SentWatcher:
@@ -66,8 +103,9 @@ class Outage:
     """In a thread: once the first request is sent, signal the relay, wait for it to exit, stay
     down ``down`` seconds (None: for good), then start a new relay on the same endpoints."""
 
-    def __init__(self, relay: RelayProcess, watcher: SentWatcher, sig: int, down: float | None) -> None:
-        self.relay, self.watcher, self.sig, self.down = relay, watcher, sig, down
+    def __init__(self, relay: RelayProcess, watcher: SentWatcher, sig: int, down: float | None,
+                 options: dict) -> None:
+        self.relay, self.watcher, self.sig, self.down, self.options = relay, watcher, sig, down, options
         self.new: RelayProcess | None = None
         self.exit_code: int | None = None
         self.stop = threading.Event()
@@ -84,7 +122,7 @@ class Outage:
             return
         self.new = start_relay_process(self.relay.base_dir, catalog_uri=self.relay.catalog_uri, workers=1,
                                        relay_endpoint=self.relay.relay_endpoint,
-                                       notification_endpoint=self.relay.notification_endpoint)
+                                       notification_endpoint=self.relay.notification_endpoint, **self.options)
 
     def finish(self) -> None:
         self.stop.set()
@@ -113,11 +151,11 @@ MATRIX = [_case(sig, down) for sig in (signal.SIGKILL, signal.SIGTERM) for down 
 
 
 @pytest.mark.parametrize("sig,down", MATRIX)
-def test_relay_down_matrix(tmp_path, watcher, sig, down):
+def test_relay_down_matrix(tmp_path, watcher, slow_relay_options, sig, down):
     ticker = f"SIM:DOWN{signal.Signals(sig).name[3:]}{down or 0}/USDT"
     end = SEED_START + PIECES * PIECE * MINUTE_US - 1
-    relay = start_relay_process(tmp_path / "relay", workers=1)
-    outage = Outage(relay, watcher, sig, down)
+    relay = start_relay_process(tmp_path / "relay", workers=1, **slow_relay_options)
+    outage = Outage(relay, watcher, sig, down, slow_relay_options)
     outcome: BaseException | None = None
     frame = None
     began = time.perf_counter()
@@ -169,10 +207,10 @@ print("DONE")
 
 
 @pytest.mark.parametrize("face", ["blocking", "cli"])
-def test_relay_killed_for_good_blocking_and_cli_give_one_clear_error(tmp_path, watcher, face):
+def test_relay_killed_for_good_blocking_and_cli_give_one_clear_error(tmp_path, watcher, slow_relay_options, face):
     """SIGKILL during the fetch, never back: the blocking fetch raises a ConnectionError or
     TimeoutError (not concurrent.futures.CancelledError); the CLI prints one line and exits 2."""
-    relay = start_relay_process(tmp_path / "relay", workers=1)
+    relay = start_relay_process(tmp_path / "relay", workers=1, **slow_relay_options)
     ticker = f"SIM:GONE{face.upper()}/USDT"
     end = SEED_START + PIECES * PIECE * MINUTE_US - 1
     timeout = 8

@@ -124,6 +124,19 @@ def test_two_reader_processes_see_each_others_gap_fills(catalog_server, tmp_path
     wider = (SEED_START - 2 * DAY, SEED_START + 9 * DAY - 1)
     empty = (1388534400000000, 1388534400000000 + 9 * 86400_000000)  # before SIM markets list
     alice, bob = TeamClient(catalog_server, tmp_path / "alice"), TeamClient(catalog_server, tmp_path / "bob")
+
+    def fresh(client: TeamClient, *args, **kwargs) -> dict:
+        """A fetch of what the other process committed. REST has no cheap freshness check: tables
+        loaded less than the staleness bound ago may predate the other's commit, so the fetch may
+        ask again (docs/performance.md, "Catalogs"); that stores nothing new, and its own gap
+        fill refreshes its tables, so the next fetch asks nothing and reads the same candles."""
+        got = client.ask("fetch", *args, **kwargs)
+        if catalog_server.kind == "rest" and got["requests"]:
+            again = client.ask("fetch", *args, **kwargs)
+            assert (again["rows"], again["digest"]) == (got["rows"], got["digest"])
+            return again
+        return got
+
     try:
         a1 = alice.ask("fetch", ticker, *week)
         assert a1["rows"] == 168 and a1["requests"] == [[week[0], week[1] - H + 1]]
@@ -132,12 +145,12 @@ def test_two_reader_processes_see_each_others_gap_fills(catalog_server, tmp_path
         b2 = bob.ask("fetch", ticker, *wider)  # bob fills only the two outer ranges
         assert sorted(b2["requests"]) == [[wider[0], week[0] - H], [week[1] + 1, wider[1] - H + 1]]
         assert b2["rows"] == 11 * 24 and b2["unique"]
-        a2 = alice.ask("fetch", ticker, *wider)  # alice's tables were loaded before bob's commit
+        a2 = fresh(alice, ticker, *wider)  # alice's tables were loaded before bob's commit
         assert a2["requests"] == [] and (a2["rows"], a2["digest"]) == (b2["rows"], b2["digest"])
         assert alice.ask("missing", ticker, *wider)["missing"] == []
         a3 = alice.ask("fetch", ticker, *empty, period=86400)  # checked and empty
         assert a3["rows"] == 0 and len(a3["requests"]) == 1
-        b3 = bob.ask("fetch", ticker, *empty, period=86400)
+        b3 = fresh(bob, ticker, *empty, period=86400)
         assert b3["rows"] == 0 and b3["requests"] == [], "a range checked empty must not be asked again"
         assert bob.ask("missing", ticker, *empty, period=86400)["missing"] == []
     finally:

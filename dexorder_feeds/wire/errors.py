@@ -42,6 +42,7 @@ WIRE_ERRORS: Mapping[str, type[errors.DexOrderError]] = MappingProxyType({
     "WarehouseError": errors.WarehouseError,
     "ClientClosedError": errors.ClientClosedError,
     "MissingDependencyError": errors.MissingDependencyError,
+    "FetchManyError": errors.FetchManyError,
 })
 
 _NAME_OF: dict[type[BaseException], str] = {cls: name for name, cls in WIRE_ERRORS.items()}
