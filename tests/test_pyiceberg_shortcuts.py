@@ -10,6 +10,7 @@ import pytest
 
 from dexorder_feeds.storage._pyiceberg_shortcuts import (
     SqlMetadataLocations,
+    append_staging_once,
     plan_appends,
     plan_snapshot,
     table_from_metadata,
@@ -257,3 +258,38 @@ def test_a_hand_set_row_group_limit_is_left_alone(catalog_uri):
     again.ensure_tables()
     assert again.load_table("ohlc").properties["write.parquet.row-group-limit"] == "10000"
     again.close()
+
+
+def test_append_staging_once_commits_what_a_public_append_commits(catalog_uri, tmp_path):
+    """The same appends through the shortcut and through ``Table.append`` into two warehouses:
+    the same rows, one snapshot per append with the same summary, and a conflicting commit
+    still refused (the staged metadata is not reused across a change of the table)."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    ours = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    public = Warehouse(open_catalog(f"sqlite:///{tmp_path / 'public' / 'catalog.db'}"), maintenance=MANUAL)
+    try:
+        for wh in (ours, public):
+            wh.ensure_tables()
+        blocks = [candles(TICKERS[i % 2], [START + (i * 24 + h) * H for h in range(24)]) for i in range(4)]
+        mine = ours.load_table("ohlc")
+        theirs = public.load_table("ohlc")
+        for block in blocks:
+            append_staging_once(mine, block)
+            theirs.append(block)
+        mine, theirs = ours.load_table("ohlc"), public.load_table("ohlc")
+        assert len(mine.metadata.snapshots) == len(theirs.metadata.snapshots) == len(blocks)
+        for a, b in zip(mine.metadata.snapshots, theirs.metadata.snapshots):
+            for key in ("operation", "added-records", "total-records", "added-data-files", "total-data-files"):
+                assert a.summary[key] == b.summary[key], key
+        for ticker in TICKERS:
+            assert public_scan(mine, ticker).equals(public_scan(theirs, ticker))
+
+        stale = ours.load_table("ohlc")
+        append_staging_once(ours.load_table("ohlc"), blocks[0])  # another writer moves the table on
+        with pytest.raises(CommitFailedException):
+            append_staging_once(stale, blocks[1])
+        assert ours.load_table("ohlc").scan().to_arrow().num_rows == 5 * 24
+    finally:
+        ours.close()
+        public.close()

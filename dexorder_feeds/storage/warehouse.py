@@ -28,7 +28,7 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
-from ._pyiceberg_shortcuts import install_parquet_encodings
+from ._pyiceberg_shortcuts import append_staging_once, install_parquet_encodings
 from .reader import TableReader
 from .schema import (
     ADDED_COLUMNS,
@@ -681,7 +681,7 @@ class Warehouse:
         if pieces:
             rows = pa.concat_tables(pieces).sort_by(
                 [("ticker", "ascending"), ("period_seconds", "ascending"), ("timestamp", "ascending")])
-            _append(table, rows.cast(table.schema().as_arrow()))
+            append_staging_once(table, rows.cast(table.schema().as_arrow()))
             self._after_commit(CANDLES_TABLE, table, *sorted(taken))
         return outcomes
 
@@ -697,7 +697,7 @@ class Warehouse:
             recorded[fill.key] += [(row["start_time"], row["end_time"]) for row in mine]
             rows += mine
         if rows:
-            _append(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+            append_staging_once(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
             self._after_commit(COVERAGE_TABLE, table, *sorted({(r["ticker"], r["period_seconds"]) for r in rows}))
         return [None] * len(batch)
 
@@ -790,38 +790,6 @@ def _add_missing_columns(table: Any, name: str, conflict: type[Exception]) -> No
                         "reads go on without them, open the warehouse once with write access to add them",
                         name, ", ".join(wanted), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return
-
-
-_memo_transaction: type | None = None
-
-
-def _append(table: Any, data: pa.Table) -> None:
-    """``table.append(data)``, through a ``Transaction`` that works out its staged metadata once
-    per change instead of on every look: pyiceberg 0.12 deep-copies the whole table metadata
-    (every snapshot) each time ``Transaction.table_metadata`` is read, about 20 times per
-    append, which was ~40% of a commit's time here. The metadata models are frozen, so the one
-    copy can be shared."""
-    global _memo_transaction
-    if _memo_transaction is None:
-        from pyiceberg.table import Transaction
-
-        staged = Transaction.table_metadata
-
-        class MemoTransaction(Transaction):
-            _memo: tuple[Any, Any, Any] | None = None
-
-            @property
-            def table_metadata(self) -> Any:
-                memo = self._memo
-                if memo is not None and memo[0] is self._table.metadata and memo[1] is self._updates:
-                    return memo[2]
-                value = staged.fget(self)  # type: ignore[attr-defined]
-                self._memo = (self._table.metadata, self._updates, value)
-                return value
-
-        _memo_transaction = MemoTransaction
-    with _memo_transaction(table) as transaction:
-        transaction.append(data)
 
 
 def _gave_up(exc: BaseException) -> bool:
