@@ -354,3 +354,35 @@ def test_clip_subtract_and_inside_agree_with_point_sets(a: list[tuple[int, int]]
     merged = merge_intervals(a)
     ts = np.arange(0, 80, dtype=np.int64)
     assert set(ts[_inside(ts, merged)].tolist()) == points(a)
+
+
+def test_a_chain_settles_as_its_slowest_member_and_fingerprints_its_files(tmp_path: Path) -> None:
+    files = FilesSource(write_files(tmp_path, file_rows()))
+    assert SourceChain([("files", files), ("sim", SimulatedSource())]).settle_seconds(3600) == 0
+    assert SourceChain([("files", files), ("gapfill", GapFill())]).settle_seconds(3600) is None
+    chain = SourceChain([(f"files:{tmp_path}", files), ("gapfill", GapFill())])
+    before = chain.fingerprint(BTC)
+    assert before is not None and files.fingerprint(BTC) in before
+    write_files(tmp_path, file_rows(hole=None))
+    assert chain.fingerprint(BTC) != before
+    assert SourceChain([("gapfill", GapFill())]).fingerprint(BTC) is None
+
+
+def test_a_file_filling_a_hole_behind_a_chain_is_served_by_the_next_fetch(tmp_path: Path, gapfill: GapFill,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hole is checked empty by both members first (the exchange vouches for it, with no
+    candles); once the file gains those hours the next fetch re-checks and serves them."""
+    root = write_files(tmp_path / "candles", file_rows())
+    gapfill.has = (WEEK[0], WEEK[0])  # has nothing, vouches for everything asked
+    monkeypatch.setenv("DEXORDER_CACHE_DIR", str(tmp_path / "cache"))
+
+    async def fetch() -> pd.DataFrame:
+        async with OHLCClient(sources=[f"BINANCE=files:{root},gapfill"]) as client:
+            return await client.fetch_ohlc(str(BTC), 3600, WEEK[0], WEEK[1] - 1)
+
+    assert len(asyncio.run(fetch())) == 7 * 24 - 24
+    assert gapfill.asked == [HOLE]
+    assert len(asyncio.run(fetch())) == 7 * 24 - 24 and gapfill.asked == [HOLE]  # remembered as empty
+    write_files(root, file_rows(hole=None))
+    df = asyncio.run(fetch())
+    assert list(df["timestamp"]) == list(range(WEEK[0], WEEK[1], H))

@@ -254,6 +254,21 @@ class SourceChain(IngestSource):
     def __repr__(self) -> str:
         return f"SourceChain({[spec for spec, _ in self.members]!r})"
 
+    def settle_seconds(self, period_seconds: int) -> float | None:
+        """The longest horizon of the members; None (the historian's default) when any member
+        leaves it to the default: a chain's empty answer is final only when every member's is."""
+        horizons = [source.settle_seconds(period_seconds) for _, source in self.members]
+        if any(h is None for h in horizons):
+            return None
+        return max(h for h in horizons if h is not None)
+
+    def fingerprint(self, ticker: Ticker) -> str | None:
+        """The members' fingerprints together (None when no member can tell): a file added,
+        changed or appended behind a chain re-checks what the chain recorded, as for files alone."""
+        known = [(spec, source.fingerprint(ticker)) for spec, source in self.members]
+        parts = [f"{spec}={fp}" for spec, fp in known if fp is not None]
+        return "|".join(parts) if parts else None
+
     def periods(self, ticker: Ticker) -> list[int] | None:
         offered = [source.periods(ticker) for _, source in self.members]
         held = [set(p) for p in offered if p]
