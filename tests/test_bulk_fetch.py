@@ -184,7 +184,7 @@ def test_the_bulk_progress_bar_counts_series_with_an_eta(uri):
         bar.close()
     text = out.getvalue()
     assert "fetching 4/4 series: 100%" in text and "fetching 0/4 series" in text
-    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d[],]", text), text  # elapsed<remaining: the ETA
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d[,\]]", text), text  # elapsed<remaining: the ETA
     assert bar.bar.n == 4 and bar.finished == 4
 
 
