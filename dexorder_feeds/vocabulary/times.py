@@ -169,7 +169,7 @@ def to_micros(value: object, *, name: str = "time", round_up: bool = False, now:
     if isinstance(value, int):
         return _check_integer_micros(value, name)
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return _check_integer_micros(int(value), name)
+        return _check_integer_micros(int(value.strip()), name)  # str.strip takes more than int() does
     type_name = type(value).__module__ + "." + type(value).__name__
     if type_name.startswith("numpy.") and hasattr(value, "dtype"):
         if value.dtype.kind in "iu":
