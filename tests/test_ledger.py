@@ -208,6 +208,12 @@ def test_an_older_warehouse_gains_the_ledger_columns_on_open(catalog_uri):
         assert warehouse.read_coverage("SIM:BTC/USDT", 3600) == [(T0, T0 + 5 * H)]
         names = [f.name for f in warehouse.load_table(COVERAGE_TABLE).schema().fields]
         assert names[-2:] == ["source", "fingerprint"]
+        # Before any row of the new schema: the only snapshot was written without the columns.
+        assert warehouse.read_coverage_sources("SIM:BTC/USDT", 3600) == ()
+        _, covered, _, served = warehouse.read_range_served("SIM:BTC/USDT", 3600, (T0, T0 + 6 * H))
+        assert covered == [(T0, T0 + 5 * H)] and served == ()
+        rows = warehouse.read_ledger("SIM:BTC/USDT").to_pylist()
+        assert [(r["source"], r["fingerprint"], r["row_count"]) for r in rows] == [(None, None, 5)]
         warehouse.record_coverage("SIM:BTC/USDT", 3600, (T0 + 5 * H, T0 + 6 * H), 1, "new", source="sim")
         rows = warehouse.read_ledger("SIM:BTC/USDT").sort_by("start_time").to_pylist()
         assert [(r["source"], r["row_count"]) for r in rows] == [(None, 5), ("sim", 1)]

@@ -427,11 +427,20 @@ class TableReader:
         """pyiceberg's own scan of the same snapshot (delete files, foreign layouts)."""
         from .schema import row_filter
 
+        wanted = self._arrow_schema(table, columns)
+        # pyiceberg projects a scan at a snapshot through that snapshot's schema, so a column
+        # added since (schema evolution) is unknown to it: ask for the others, add it as nulls.
+        known = _snapshot_field_names(table, plan.snapshot_id)
+        asked = tuple(name for name in wanted.names if known is None or name in known)
         scan = table.scan(row_filter=row_filter(partition, range_column, start, stop), snapshot_id=plan.snapshot_id,
-                          selected_fields=tuple(columns) if columns else ("*",))
+                          selected_fields=asked if columns or len(asked) < len(wanted.names) else ("*",))
         result = scan.to_arrow()
         if range_column is not None and result.num_rows:
             result = result.sort_by(range_column)
+        if result.column_names != wanted.names:
+            result = pa.Table.from_arrays(
+                [result[f.name] if f.name in result.column_names else pa.nulls(result.num_rows, f.type)
+                 for f in wanted], schema=wanted)
         return result
 
     def _footer(self, table: Any, path: str, range_column: str | None) -> _Footer:
@@ -541,3 +550,16 @@ class TableReader:
             return data.slice(int(i), int(j - i)) if (i, j) != (0, values.size) else data
         mask = (values >= lo) & (values < hi)
         return data.filter(pa.array(mask)).sort_by(column)
+
+
+def _snapshot_field_names(table: Any, snapshot_id: int | None) -> set[str] | None:
+    """The column names of the schema ``snapshot_id`` was written with (None: unknown)."""
+    if snapshot_id is None:
+        return None
+    snapshot = table.metadata.snapshot_by_id(snapshot_id)
+    if snapshot is None or snapshot.schema_id is None:
+        return None
+    for schema in table.metadata.schemas:
+        if schema.schema_id == snapshot.schema_id:
+            return {field.name for field in schema.fields}
+    return None
