@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -215,3 +216,17 @@ def relay_process(base_dir: Path, **options: object) -> Iterator[RelayProcess]:
         yield relay
     finally:
         relay.stop()
+
+
+def entry_point_plugin(site: Path, module: str, code: str) -> dict[str, str]:
+    """Write ``code`` as the plugin module ``module`` in ``site``, with the dist-info naming it
+    as a ``dexorder_feeds`` entry point; return the environment that puts it on a relay
+    process's ``PYTHONPATH`` (pass it as ``env=`` to :func:`start_relay_process`)."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(code))
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    name = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[dexorder_feeds]\n{name} = {module}\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

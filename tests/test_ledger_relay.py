@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from dexorder_feeds import OHLCClient
 from dexorder_feeds.vocabulary.requests import closed_period_stop
 
-from relay_process import relay_process
+from relay_process import entry_point_plugin, relay_process
 
 H = 3_600_000_000
 T0 = 1735689600000000  # 2025-01-01 00:00 UTC
@@ -58,17 +56,6 @@ def dexorder_register_sources(register):
 '''
 
 
-def install_plugin(site: Path) -> dict[str, str]:
-    """A plugin module and the dist-info naming it as an entry point, on PYTHONPATH."""
-    site.mkdir(parents=True)
-    (site / "ledger_late_plugin.py").write_text(textwrap.dedent(LATE_PLUGIN))
-    info = site / "ledger_late_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ledger-late-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[dexorder_feeds]\nledger-late = ledger_late_plugin\n")
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-
-
 def fetch(relay, ticker: str, start: int, end: int, period: int = 3600):
     async def main():
         async with OHLCClient(iceberg_catalog_uri=relay.catalog_uri, relay_endpoint=relay.relay_endpoint,
@@ -79,7 +66,7 @@ def fetch(relay, ticker: str, start: int, end: int, period: int = 3600):
 
 
 def test_a_late_candle_through_the_relay(tmp_path):
-    env = install_plugin(tmp_path / "site")
+    env = entry_point_plugin(tmp_path / "site", "ledger_late_plugin", LATE_PLUGIN)
     with relay_process(tmp_path / "relay", sources=["LATE=late"], env=env) as relay:
         closed = closed_period_stop(3600)
         first = fetch(relay, "LATE:BTC/USDT", closed - 4 * H, closed + H)

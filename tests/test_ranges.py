@@ -9,9 +9,13 @@ from hypothesis import strategies as st
 from dexorder_feeds.vocabulary.periods import MONTH, period_end, period_starts
 from dexorder_feeds.vocabulary.ranges import (
     candle_interval,
+    intersect_intervals,
     intervals_from_timestamps,
     merge_intervals,
+    split_interval,
+    subtract_from_all,
     subtract_intervals,
+    timestamps_inside,
     to_inclusive,
 )
 
@@ -73,3 +77,29 @@ def test_subtract_matches_set_difference(present, removed):
     got = {i for a, b in result for i in range(a, b)}
     assert got == expected
     assert result == merge_intervals(result)  # disjoint, sorted, not touching
+
+
+sweep_intervals = st.lists(st.tuples(st.integers(0, 60), st.integers(1, 12)).map(lambda t: (t[0], t[0] + t[1])),
+                     max_size=8)
+
+
+def points(ivs: list[tuple[int, int]]) -> set[int]:
+    return {p for a, b in ivs for p in range(a, b)}
+
+
+@given(sweep_intervals, sweep_intervals)
+def test_intersect_subtract_and_inside_agree_with_point_sets(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+    clipped, left = intersect_intervals(a, b), subtract_from_all(a, b)
+    assert points(clipped) == points(a) & points(b)
+    assert points(left) == points(a) - points(b)
+    assert all(x < y for x, y in clipped + left)
+    merged = merge_intervals(a)
+    ts = np.arange(0, 80, dtype=np.int64)
+    assert set(ts[timestamps_inside(ts, merged)].tolist()) == points(a)
+
+
+def test_split_interval_cuts_whole_periods_of_at_most_the_limit():
+    day = 24 * H
+    assert split_interval((0, 10 * H), 3600, 4) == [(0, 4 * H), (4 * H, 8 * H), (8 * H, 10 * H)]
+    assert split_interval((0, 2 * day), 86400, 5) == [(0, 2 * day)]
+    assert split_interval((5, 5), 3600, 4) == []

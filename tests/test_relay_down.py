@@ -21,13 +21,11 @@ import signal
 import subprocess
 import sys
 import threading
-import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from relay_process import RelayProcess, start_relay_process
+from relay_process import RelayProcess, entry_point_plugin, start_relay_process
 
 from dexorder_feeds import hookimpl
 from dexorder_feeds.client.ohlc_client import OHLCClient
@@ -68,14 +66,8 @@ def dexorder_register_sources(register):
 @pytest.fixture(scope="module")
 def slow_relay_options(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``start_relay_process`` options for a relay whose SIM answers after a second."""
-    site: Path = tmp_path_factory.mktemp("slow-sim-site")
-    (site / "relay_down_slow_sim.py").write_text(textwrap.dedent(SLOW_PLUGIN))
-    info = site / "relay_down_slow_sim-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: relay-down-slow-sim\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[dexorder_feeds]\nrelay-down-slow-sim = relay_down_slow_sim\n")
-    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return {"sources": ["SIM=slowsim"], "env": {"PYTHONPATH": path}}
+    env = entry_point_plugin(tmp_path_factory.mktemp("slow-sim-site"), "relay_down_slow_sim", SLOW_PLUGIN)
+    return {"sources": ["SIM=slowsim"], "env": env}
 
 
 class SentWatcher:

@@ -17,8 +17,6 @@ import ccxt
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from dexorder_feeds import OHLCClient
 from dexorder_feeds.config import resolve_settings
@@ -29,9 +27,6 @@ from dexorder_feeds.ingest.sources import (
     SourceCandles,
     SourceChain,
     SourceRegistry,
-    _clip,
-    _inside,
-    _subtract,
     join_spec_list,
     split_chain,
 )
@@ -41,7 +36,6 @@ from dexorder_feeds.ingest.sources.sim import SimulatedSource
 from dexorder_feeds.plugins import get_plugin_manager
 from dexorder_feeds.vocabulary.errors import RequestFailedError, UnknownSourceError
 from dexorder_feeds.vocabulary.markets import MarketInfo
-from dexorder_feeds.vocabulary.ranges import merge_intervals
 from dexorder_feeds.vocabulary.tickers import Ticker, parse_ticker
 from dexorder_feeds.wire import HistoryRequest, Notification
 
@@ -333,27 +327,6 @@ def test_historian_stores_files_and_sim_merged_as_integers(tmp_path: Path, wareh
     assert stored[JAN1] == (9400125, 1125000, None)  # files: 94001.25 and 1.125, no taker volume
     sim = SimulatedSource().fetch_candles(BTC, 3600, HOLE[0], HOLE[0] + H).frame.iloc[0]
     assert stored[HOLE[0]] == (int(sim["close"]), int(sim["volume"]), int(sim["buy_vol"]))
-
-
-# -- interval sweeps ----------------------------------------------------------------------------------
-
-intervals = st.lists(st.tuples(st.integers(0, 60), st.integers(1, 12)).map(lambda t: (t[0], t[0] + t[1])),
-                     max_size=8)
-
-
-def points(ivs: list[tuple[int, int]]) -> set[int]:
-    return {p for a, b in ivs for p in range(a, b)}
-
-
-@given(intervals, intervals)
-def test_clip_subtract_and_inside_agree_with_point_sets(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
-    clipped, left = _clip(a, b), _subtract(a, b)
-    assert points(clipped) == points(a) & points(b)
-    assert points(left) == points(a) - points(b)
-    assert all(x < y for x, y in clipped + left)
-    merged = merge_intervals(a)
-    ts = np.arange(0, 80, dtype=np.int64)
-    assert set(ts[_inside(ts, merged)].tolist()) == points(a)
 
 
 def test_a_chain_settles_as_its_slowest_member_and_fingerprints_its_files(tmp_path: Path) -> None:

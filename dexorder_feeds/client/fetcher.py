@@ -28,9 +28,8 @@ from ..vocabulary import errors
 from ..config import Settings
 from ..events import emit
 from .iceberg_client import IcebergClient, candles_to_frame
-from ..vocabulary.periods import shift_periods
 from ..vocabulary.quality import quality_report
-from ..vocabulary.ranges import Interval, subtract_intervals, to_inclusive
+from ..vocabulary.ranges import Interval, split_interval, subtract_intervals, to_inclusive
 from ..vocabulary.requests import CacheRead, FetchRequest, closed_period_stop
 from .transport import HistoryTransport
 from ..vocabulary.fingerprint import content_hash, table_content_hash
@@ -60,18 +59,6 @@ class FetchContext:
     settings: Settings
     hook: pluggy.HookRelay
     request_timeout: float
-
-
-def split_interval(interval: Interval, period_us: int, max_candles: int = MAX_CANDLES_PER_REQUEST) -> list[Interval]:
-    """Cut an interval into pieces of at most ``max_candles`` candles."""
-    period = period_us // 1_000_000
-    pieces: list[Interval] = []
-    start = interval[0]
-    while start < interval[1]:
-        stop = min(shift_periods(period, start, max_candles), interval[1])
-        pieces.append((start, stop))
-        start = stop
-    return pieces
 
 
 def _check_size(request: FetchRequest, limit: int) -> None:
@@ -228,7 +215,8 @@ class Fetcher:
         mine: list[Interval] = []
         for interval in missing:
             mine += subtract_intervals(interval, [iv for iv, _ in others])
-        pieces = [piece for interval in mine for piece in split_interval(interval, request.period_us)]
+        pieces = [piece for interval in mine
+                  for piece in split_interval(interval, request.period_seconds, MAX_CANDLES_PER_REQUEST)]
         loop = asyncio.get_running_loop()
         own = [(piece, loop.create_future()) for piece in pieces]
         registry.extend(own)

@@ -56,7 +56,15 @@ from ..vocabulary.periods import (
     shift_periods,
 )
 from ..vocabulary.requests import closed_period_stop
-from ..vocabulary.ranges import Interval, candle_interval, merge_intervals, subtract_intervals
+from ..vocabulary.ranges import (
+    Interval,
+    candle_interval,
+    intersect_intervals,
+    merge_intervals,
+    split_interval,
+    subtract_from_all,
+    subtract_intervals,
+)
 from ..vocabulary.tickers import Ticker, parse_ticker
 from ..vocabulary.times import format_micros, now_micros, to_micros
 from ..storage.ledger import drop_stale_coverage
@@ -136,22 +144,6 @@ def default_settle_seconds(period_seconds: int) -> float:
     return float(max(DEFAULT_SETTLE_FLOOR_SECONDS, period_seconds))
 
 
-def _clip(intervals: list[tuple[int, int]] | list[Interval], bounds: Interval) -> list[Interval]:
-    """``intervals`` cut to ``bounds``, merged (empty parts dropped)."""
-    cut = [(max(s, bounds[0]), min(e, bounds[1])) for s, e in intervals]
-    return merge_intervals([(s, e) for s, e in cut if e > s])
-
-
-def _pieces(interval: Interval, period_seconds: int, max_candles: int) -> list[Interval]:
-    out: list[Interval] = []
-    start = interval[0]
-    while start < interval[1]:
-        stop = min(shift_periods(period_seconds, start, max_candles), interval[1])
-        out.append((start, stop))
-        start = stop
-    return out
-
-
 def _whole_periods(intervals: list[Interval], period_seconds: int) -> list[Interval]:
     """Each interval shrunk to the whole periods inside it (a part vouched for at a finer
     period covers a coarser period only if it covers all of it)."""
@@ -174,7 +166,7 @@ def _coverage_parts(todo: list[Interval], interval: Interval, stored: int, table
             lo, hi = max(s, part[0]), min(e, part[1])
             if hi > lo:
                 named.append(((lo, hi), name))
-                rest = [piece for r in rest for piece in subtract_intervals(r, [(lo, hi)])]
+                rest = subtract_from_all(rest, [(lo, hi)])
         named += [(piece, source_name) for piece in rest]
     named.sort()
     if len(named) == 1 and named[0][0] == interval:
@@ -387,9 +379,9 @@ class Historian:
         source_market = MarketInfo(ticker, got.market.price_decimals, got.market.volume_decimals)
         # What may be remembered: the parts the source vouched for that have settled.
         settled_stop = closed_period_stop(valid.period_seconds, asked_at - self.settle_us(source, valid.period_seconds))
-        answered = [interval] if got.checked is None else _whole_periods(_clip(got.checked, interval),
+        answered = [interval] if got.checked is None else _whole_periods(intersect_intervals(got.checked, [interval]),
                                                                          valid.period_seconds)
-        settled = _clip(answered, (interval[0], min(interval[1], settled_stop)))
+        settled = intersect_intervals(answered, [(interval[0], min(interval[1], settled_stop))])
 
         def scale(market: MarketInfo) -> pd.DataFrame:
             scaled = _rescale(frame, source_market, market) if got.scaled else scale_to_integers(frame, market)
@@ -426,7 +418,7 @@ class Historian:
         ticker = str(valid.ticker)
         todo = settled
         if not recheck:
-            todo = [piece for part in settled for piece in subtract_intervals(part, list(outcome.covered))]
+            todo = subtract_from_all(settled, outcome.covered)
         parts = _coverage_parts(todo, valid.interval, outcome.stored, table, served_by, source_name,
                                 valid.period_seconds)
         if parts and fingerprint is not None:
@@ -545,7 +537,7 @@ class Historian:
         rechecked = 0
         for period in sorted(stale):  # finer periods first: coarser ones may be built from them
             for start, stop in merge_intervals(stale[period]):
-                for piece_start, piece_stop in _pieces((start, stop), period, self.max_range_candles):
+                for piece_start, piece_stop in split_interval((start, stop), period, self.max_range_candles):
                     request_id = f"recheck-{name}-{period}-{piece_start}"
                     valid = ValidatedRequest(request_id, parsed, period, (piece_start, piece_stop))
                     self._ingest(valid, {}, recheck=True).result()

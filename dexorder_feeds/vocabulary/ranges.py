@@ -23,6 +23,10 @@ __all__ = [
     "candle_interval",
     "merge_intervals",
     "subtract_intervals",
+    "intersect_intervals",
+    "subtract_from_all",
+    "timestamps_inside",
+    "split_interval",
     "intervals_from_timestamps",
     "sorted_unique_timestamps",
     "runs_of_sorted_timestamps",
@@ -120,3 +124,60 @@ def to_inclusive(intervals: Iterable[Interval], period_us: int) -> list[tuple[in
     """Half-open intervals as the public ``(first_candle_ts, last_candle_ts)`` pairs."""
     period = period_us // 1_000_000
     return [(start, shift_periods(period, stop, -1)) for start, stop in intervals]
+
+
+def intersect_intervals(intervals: Iterable[Interval], within: Iterable[Interval]) -> list[Interval]:
+    """The parts of ``intervals`` inside ``within``, merged (a linear sweep over both)."""
+    a, b = merge_intervals(intervals), merge_intervals(within)
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return merge_intervals(out)
+
+
+def subtract_from_all(intervals: Iterable[Interval], remove: Iterable[Interval]) -> list[Interval]:
+    """The parts of ``intervals`` (merged) outside ``remove`` (a linear sweep)."""
+    cuts = merge_intervals(remove)
+    out: list[Interval] = []
+    j = 0
+    for start, stop in merge_intervals(intervals):
+        cursor = start
+        while j < len(cuts) and cuts[j][1] <= cursor:
+            j += 1
+        k = j
+        while k < len(cuts) and cuts[k][0] < stop:
+            if cuts[k][0] > cursor:
+                out.append((cursor, cuts[k][0]))
+            cursor = max(cursor, cuts[k][1])
+            k += 1
+        if cursor < stop:
+            out.append((cursor, stop))
+    return out
+
+
+def timestamps_inside(ts: np.ndarray, intervals: Sequence[Interval]) -> np.ndarray:
+    """Which timestamps lie in one of ``intervals`` (sorted, disjoint), as a boolean mask."""
+    if not intervals:
+        return np.zeros(len(ts), dtype=bool)
+    starts = np.array([a for a, _ in intervals], dtype=np.int64)
+    stops = np.array([b for _, b in intervals], dtype=np.int64)
+    index = np.searchsorted(starts, ts, side="right") - 1
+    return (index >= 0) & (ts < stops[np.maximum(index, 0)])
+
+
+def split_interval(interval: Interval, period_seconds: int, max_candles: int) -> list[Interval]:
+    """Cut an interval into consecutive pieces of at most ``max_candles`` candles."""
+    pieces: list[Interval] = []
+    start = interval[0]
+    while start < interval[1]:
+        stop = min(shift_periods(period_seconds, start, max_candles), interval[1])
+        pieces.append((start, stop))
+        start = stop
+    return pieces

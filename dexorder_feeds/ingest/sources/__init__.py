@@ -25,7 +25,14 @@ import pandas as pd
 
 from ...vocabulary.errors import RequestFailedError, UnknownSourceError
 from ...vocabulary.markets import VALUE_COLUMNS, MarketInfo, scale_to_integers
-from ...vocabulary.ranges import Interval, intervals_from_timestamps, merge_intervals
+from ...vocabulary.ranges import (
+    Interval,
+    intersect_intervals,
+    intervals_from_timestamps,
+    merge_intervals,
+    subtract_from_all,
+    timestamps_inside,
+)
 from ...vocabulary.tickers import Ticker
 
 __all__ = ["IngestSource", "SourceCandles", "SourceChain", "SourceRegistry", "join_spec_list", "parse_source_specs",
@@ -174,52 +181,6 @@ def _member_names(spec: str, names: Iterable[str]) -> list[str]:
     return found
 
 
-def _clip(intervals: Iterable[Interval], within: Iterable[Interval]) -> list[Interval]:
-    """The parts of ``intervals`` inside ``within`` (a linear sweep over both, merged)."""
-    a, b = merge_intervals(intervals), merge_intervals(within)
-    out: list[Interval] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if lo < hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return merge_intervals(out)
-
-
-def _subtract(intervals: list[Interval], remove: Iterable[Interval]) -> list[Interval]:
-    """The parts of ``intervals`` (merged) outside ``remove`` (a linear sweep)."""
-    cuts = merge_intervals(remove)
-    out: list[Interval] = []
-    j = 0
-    for start, stop in merge_intervals(intervals):
-        cursor = start
-        while j < len(cuts) and cuts[j][1] <= cursor:
-            j += 1
-        k = j
-        while k < len(cuts) and cuts[k][0] < stop:
-            if cuts[k][0] > cursor:
-                out.append((cursor, cuts[k][0]))
-            cursor = max(cursor, cuts[k][1])
-            k += 1
-        if cursor < stop:
-            out.append((cursor, stop))
-    return out
-
-
-def _inside(ts: np.ndarray, intervals: list[Interval]) -> np.ndarray:
-    """Which timestamps lie in one of ``intervals`` (sorted, disjoint)."""
-    if not intervals:
-        return np.zeros(len(ts), dtype=bool)
-    starts = np.array([a for a, _ in intervals], dtype=np.int64)
-    stops = np.array([b for _, b in intervals], dtype=np.int64)
-    index = np.searchsorted(starts, ts, side="right") - 1
-    return (index >= 0) & (ts < stops[np.maximum(index, 0)])
-
-
 class SourceChain(IngestSource):
     """A fallback chain (``files:/data,ccxt:binance``): each source is asked, in order, for
     the parts of the range the ones before it returned no candles for.
@@ -306,27 +267,27 @@ class SourceChain(IngestSource):
                     failures.append(exc)
                     continue
                 first = first or got
-                checked.extend([(a, b)] if got.checked is None else _clip(got.checked, [(a, b)]))
+                checked.extend([(a, b)] if got.checked is None else intersect_intervals(got.checked, [(a, b)]))
                 ts = got.frame["timestamp"].to_numpy(dtype=np.int64)
-                keep = _inside(ts, lacking)
+                keep = timestamps_inside(ts, lacking)
                 if keep.any():
                     frame = got.frame.loc[keep].reset_index(drop=True)
                     answers.append((got, frame))
                     stamps.append(ts[keep])
             covered = intervals_from_timestamps(np.concatenate(stamps), period_us) if stamps else []
-            covered = _clip(covered, lacking)
+            covered = intersect_intervals(covered, lacking)
             served.extend((part, spec) for part in covered)
             candle_parts.extend(covered)
-            vouched.append((spec, _clip(checked, lacking)))
-            lacking = _subtract(lacking, covered)
+            vouched.append((spec, intersect_intervals(checked, lacking)))
+            lacking = subtract_from_all(lacking, covered)
             log.info("%s: %s gave candles for %d part(s) of %s %ss; %d part(s) left", self, spec, len(covered),
                      ticker, period_seconds, len(lacking))
         empty: list[Interval] = lacking if vouched else []
         for _, parts in vouched:
-            empty = _clip(empty, parts)
+            empty = intersect_intervals(empty, parts)
         if vouched:
             served.extend((part, vouched[-1][0]) for part in empty)
-        checked_all = _clip(candle_parts + empty, [(start, stop)])
+        checked_all = intersect_intervals(candle_parts + empty, [(start, stop)])
         if failures and not checked_all:
             raise failures[0]  # no source answered anything: say why the first could not
         market, frame, scaled = self._merge(ticker, answers, first)
