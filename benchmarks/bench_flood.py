@@ -61,8 +61,13 @@ def _frame(body: bytes) -> bytes:
     return bytes([2]) + struct.pack(">Q", len(body)) + body
 
 
-def flood(endpoint: str, topics: int, make_topic: Any) -> tuple[int, bool]:
-    """Subscribe to ``topics`` topics in one connection; (topics sent, disconnected by the relay)."""
+def flood(endpoint: str, topics: int, make_topic: Any, wait_seconds: float = 10.0) -> tuple[int, bool]:
+    """Subscribe to ``topics`` topics in one connection; (topics sent, disconnected by the relay).
+
+    A flood small enough to fit in the kernel's socket buffers is all "sent" before the relay has
+    read any of it; whether the relay cut the peer off is then seen by waiting up to
+    ``wait_seconds`` for it to close the connection.
+    """
     sock = zmtp_subscriber(endpoint)
     sent = 0
     buffer = bytearray()
@@ -74,11 +79,28 @@ def flood(endpoint: str, topics: int, make_topic: Any) -> tuple[int, bool]:
                 sock.sendall(buffer)
                 buffer.clear()
         sock.sendall(buffer)
-        return sent, False
+        return sent, _closed_by_peer(sock, wait_seconds)
     except OSError:
         return sent, True
     finally:
         flood.last_socket = sock  # type: ignore[attr-defined]  # closed by the caller when it is done
+
+
+def _closed_by_peer(sock: socket.socket, wait_seconds: float) -> bool:
+    """Whether the other end closes ``sock`` within ``wait_seconds`` (what it sends is dropped)."""
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):  # end of stream: the relay closed the connection
+                return True
+    except TimeoutError:
+        return False
+    except OSError:  # reset by the relay
+        return True
+    finally:
+        sock.settimeout(None)
+    return False
 
 
 class RssSampler(threading.Thread):

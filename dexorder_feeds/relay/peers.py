@@ -90,25 +90,46 @@ class PeerGuard:
             return
         while True:
             try:
-                event = parse_monitor_message(await monitor.recv_multipart())
+                message = await monitor.recv_multipart()
             except (zmq.ZMQError, asyncio.CancelledError):
                 return
-            except Exception:  # a malformed monitor message: never fatal
-                continue
+            self._apply(message)
+
+    def _apply(self, message: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(message)
             fd = int(event["value"])
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                names = _names(fd)
-                if names is not None:
-                    self._names[fd] = names
-                    self._connections[fd] = (_bytes_received(fd) or 0, time.monotonic())
-            else:
-                self._forget(fd)
+        except Exception:  # a malformed monitor message: never fatal
+            return
+        if event["event"] == zmq.EVENT_ACCEPTED:
+            names = _names(fd)
+            if names is not None:
+                self._names[fd] = names
+                self._connections[fd] = (_bytes_received(fd) or 0, time.monotonic())
+        else:
+            self._forget(fd)
+
+    def _catch_up(self) -> None:
+        """Apply the monitor events already waiting: the Notifier reads a flood without awaiting,
+        so :meth:`watch` may not have seen the flooder's ``ACCEPTED`` event yet."""
+        if self._monitor is None or self._monitor.closed:
+            return
+        reader: zmq.Socket[bytes] = zmq.Socket.shadow(self._monitor.underlying)
+        while True:
+            try:
+                message = reader.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:  # nothing waiting (EAGAIN), or the monitor is closing
+                return
+            self._apply(message)
 
     def disconnect_flooder(self, why: str) -> bool:
         """Shut down the connection that sent the relay the most bytes per second since it was
         accepted, among those that sent more than :data:`FLOOD_BYTES` (a client sends one
         subscription of under 600 bytes and a heartbeat every few seconds); True if one was."""
-        if not self.enabled or not self._connections:
+        if not self.enabled:
+            return False
+        self._catch_up()
+        if not self._connections:
             return False
         now = time.monotonic()
         rates: dict[int, float] = {}

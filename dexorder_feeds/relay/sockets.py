@@ -20,6 +20,7 @@ __all__ = [
     "BoundSockets",
     "ConnectionLabels",
     "bind_sockets",
+    "limit_subscription_intake",
     "close_now",
     "SOCKET_BACKLOG",
     "MAX_MESSAGE_BYTES",
@@ -32,7 +33,8 @@ __all__ = [
 SOCKET_BACKLOG = 1024
 MAX_MESSAGE_BYTES = 1 << 20  # libzmq disconnects a peer that sends a larger frame
 NOTIFICATION_SNDHWM = 10_000
-SUBSCRIPTION_RCVHWM = 100
+SUBSCRIPTION_RCVHWM = 2
+SUBSCRIPTION_RCVBUF = 32 * 1024
 FINAL_FLUSH_LINGER_MS = 1000  # how long the last notifications may take to leave at shutdown
 HEARTBEAT_IVL_MS = 10_000
 HEARTBEAT_TIMEOUT_MS = 30_000
@@ -83,6 +85,28 @@ class ConnectionLabels:
         close_now(self._sock)
 
 
+def limit_subscription_intake(xpub: zmq.Socket) -> None:
+    """The notification socket's limits on what a peer can make libzmq take in and keep."""
+    xpub.setsockopt(zmq.SNDHWM, NOTIFICATION_SNDHWM)
+    # Subscriptions are applied by the relay, not by libzmq: only RESPONSE:{client_id} topics,
+    # within the per-peer and total limits (see relay.subscriptions). And no subscription
+    # message may be longer than the longest such topic: libzmq disconnects the peer before it
+    # stores a longer one.
+    xpub.setsockopt(zmq.XPUB_MANUAL, 1)
+    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+    # libzmq 4.3 records every subscription message it moves out of a connection's pipe until
+    # the connection ends (~1.6 KB each), and it moves them whenever the relay touches the
+    # socket, in a loop that lasts as long as its I/O thread keeps the pipe filled: with the
+    # pipe 100 deep, one call could take in a whole flood (200,000 topics, 300 MB) before the
+    # relay read any of it. A pipe of 2 ends that loop after a message or two, so libzmq takes
+    # in no more than the relay reads, and the relay looks for a flooder every 128 it reads.
+    xpub.setsockopt(zmq.RCVHWM, SUBSCRIPTION_RCVHWM)
+    # And a small kernel buffer: what a peer sent before the relay shut its connection down is
+    # still read (and recorded) by libzmq, so only this much can be queued per peer. A client
+    # sends one subscription and heartbeats; a flooder waits in its own buffers.
+    xpub.setsockopt(zmq.RCVBUF, SUBSCRIPTION_RCVBUF)
+
+
 def bind_sockets(ctx: zmq.asyncio.Context, relay_endpoint: str, notification_endpoint: str,
                  curve: ServerCurve | None) -> BoundSockets:
     """Bind the ROUTER on ``relay_endpoint`` and the XPUB on ``notification_endpoint``.
@@ -98,16 +122,7 @@ def bind_sockets(ctx: zmq.asyncio.Context, relay_endpoint: str, notification_end
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         configure_server_socket(sock, curve)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-    xpub.setsockopt(zmq.SNDHWM, NOTIFICATION_SNDHWM)
-    # Subscriptions are applied by the relay, not by libzmq: only RESPONSE:{client_id} topics,
-    # within the per-peer and total limits (see relay.subscriptions). And no subscription
-    # message may be longer than the longest such topic: libzmq disconnects the peer before it
-    # stores a longer one.
-    xpub.setsockopt(zmq.XPUB_MANUAL, 1)
-    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
-    # libzmq moves a connection's subscriptions from its pipe into its own records whenever the
-    # relay touches the socket; a short pipe keeps that pace close to the relay's own reading.
-    xpub.setsockopt(zmq.RCVHWM, SUBSCRIPTION_RCVHWM)
+    limit_subscription_intake(xpub)
     if curve is None:  # each connection labelled by ConnectionLabels (which must be bound first)
         xpub.setsockopt(zmq.ZAP_DOMAIN, CONNECTION_LABEL_DOMAIN.encode())
     for sock, endpoint, what in ((router, relay_endpoint, "relay"), (xpub, notification_endpoint, "notification")):
