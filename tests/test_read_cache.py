@@ -49,8 +49,9 @@ def naive_scan(warehouse: Warehouse, start: int, stop: int) -> pa.Table:
 
 
 def other_warehouse(warehouse: Warehouse) -> Warehouse:
-    """A second Warehouse object on the same catalog: its own committer, like another process."""
-    return Warehouse(open_catalog(warehouse.catalog.properties["uri"]), maintenance=MANUAL)
+    """A second Warehouse on the same catalog through a catalog object of its own (so a reader
+    of its own too), its own committer: like another process."""
+    return Warehouse(open_catalog(warehouse.catalog.properties["uri"], cache=False), maintenance=MANUAL)
 
 
 @pytest.fixture
@@ -282,3 +283,37 @@ def test_a_single_unsorted_file_is_read_sorted(manual):
     data, _ = manual.read_candles(SEED_TICKER, 3600, (SEED_START + 10 * H, SEED_START + 20 * H))
     assert data["timestamp"].to_pylist() == [SEED_START + i * H for i in range(10, 20)]
     assert data.equals(naive_scan(manual, SEED_START + 10 * H, SEED_START + 20 * H))
+
+
+def test_warehouses_on_one_catalog_share_one_reader_and_plan_each_snapshot_once(manual, catalog_uri, monkeypatch):
+    """Many clients in one process (one catalog object from open_catalog) read through one
+    reader: a new snapshot is planned once, not once per client. A catalog opened with
+    ``cache=False`` (another machine) keeps a reader of its own."""
+    import dexorder_feeds.storage.reader as reader_module
+
+    manual.append_new_candles(SEED_TICKER, 3600, (SEED_START, SEED_START + 3 * H),
+                              candles([SEED_START, SEED_START + H, SEED_START + 2 * H]))
+    plans = []
+    for name in ("plan_appends", "plan_snapshot"):
+        original = getattr(reader_module, name)
+        monkeypatch.setattr(reader_module, name,
+                            lambda *args, _original=original, _name=name: plans.append(_name) or _original(*args))
+    other = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    separate = Warehouse(open_catalog(catalog_uri, cache=False), maintenance=MANUAL)
+    try:
+        assert other.reader is manual.reader and separate.reader is not manual.reader
+        window = (SEED_START, SEED_START + 3 * H)
+        first = manual.read_range(SEED_TICKER, 3600, window)[0]
+        planned = len(plans)
+        assert planned >= 1
+        in_a_thread = []
+        thread = threading.Thread(target=lambda: in_a_thread.append(other.read_range(SEED_TICKER, 3600, window)[0]))
+        thread.start()
+        thread.join()
+        assert len(plans) == planned  # the other client, on another thread: no new plan
+        assert in_a_thread[0].equals(first) and first.num_rows == 3
+        assert separate.read_range(SEED_TICKER, 3600, window)[0].equals(first)
+        assert len(plans) > planned  # its own reader plans for itself
+    finally:
+        other.close()
+        separate.close()

@@ -27,7 +27,7 @@ from ._pyiceberg_shortcuts import (
     table_from_metadata,
 )
 
-__all__ = ["TableReader", "SnapshotPlan", "PlannedFile", "UnknownSnapshotError", "constant_array"]
+__all__ = ["TableReader", "SnapshotPlan", "PlannedFile", "UnknownSnapshotError", "constant_array", "shared_reader"]
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +550,29 @@ class TableReader:
             return data.slice(int(i), int(j - i)) if (i, j) != (0, values.size) else data
         mask = (values >= lo) & (values < hi)
         return data.filter(pa.array(mask)).sort_by(column)
+
+
+_SHARED_READERS = "_dexorder_feeds_readers"  # attribute of a catalog object: namespace -> TableReader
+_shared_lock = threading.Lock()
+
+
+def shared_reader(catalog: Any, namespace: str, load_table: Callable[[str], Any]) -> TableReader:
+    """The one :class:`TableReader` of ``namespace`` for this catalog object.
+
+    Every ``Warehouse`` opened on one catalog object (``open_catalog`` returns the same one per
+    process for the same settings) reads through it, so many clients in one process plan each
+    new snapshot, parse each footer and decode each row group once, not once each, and share
+    one row-group cache. A catalog opened with ``cache=False`` (another machine, as tests
+    have it) gets readers of its own. ``load_table`` is the first caller's."""
+    with _shared_lock:
+        try:
+            readers = catalog.__dict__.setdefault(_SHARED_READERS, {})
+        except AttributeError:  # an object without a __dict__: nothing to share on
+            return TableReader(catalog, namespace, load_table)
+        reader = readers.get(namespace)
+        if reader is None:
+            reader = readers[namespace] = TableReader(catalog, namespace, load_table)
+        return reader
 
 
 def _snapshot_field_names(table: Any, snapshot_id: int | None) -> set[str] | None:

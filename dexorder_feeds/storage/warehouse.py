@@ -29,7 +29,7 @@ from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
 from ._pyiceberg_shortcuts import append_staging_once, install_parquet_encodings
-from .reader import TableReader
+from .reader import shared_reader
 from .schema import (
     ADDED_COLUMNS,
     CANDLE_COLUMNS,
@@ -168,7 +168,7 @@ class Warehouse:
         self.catalog = catalog
         self.namespace = namespace
         self.maintenance = maintenance if maintenance is not None else MaintenancePolicy()
-        self.reader = TableReader(catalog, namespace, self.load_table)
+        self.reader = shared_reader(catalog, namespace, self.load_table)
         self._ensured = False
         self._ensure_lock = threading.Lock()
         self._committer: Committer | None = None
