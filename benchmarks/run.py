@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import Result, Size, build_warehouse, isolate_environment  # noqa: E402
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "LOAD")
 
 
 def run_adapters(size: Size) -> list[Result]:
@@ -135,6 +135,9 @@ def run_one(key: str, uri: str, size: Size, generated: dict | None, workdir: Pat
     if key == "B7":
         from bench_vbt import bench_b7
         return bench_b7(size, workdir / "vbt")
+    if key == "LOAD":
+        from bench_load import bench_load
+        return bench_load(size.tiny, workdir / "load")
     if key == "B8":
         from bench_import import bench_b8
         return bench_b8(size)

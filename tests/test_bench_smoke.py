@@ -38,6 +38,8 @@ def test_every_benchmark_prints_ours_beside_its_anchor_with_a_ratio(tmp_path):
         "B8": rf"^B8 import time: import dexorder_feeds {NUMBER} \| anchor import pyiceberg {NUMBER} \(ratio \d+\)",
         "B9": rf"^B9 catalogs: .*: sqlite B1 {NUMBER}, cold {NUMBER} \| postgres B1 {NUMBER} \([\d.]+x\), "
               rf"cold {NUMBER} \([\d.]+x\) \| rest B1 {NUMBER} \([\d.]+x\), cold {NUMBER} \([\d.]+x\)$",
+        "LOAD": rf"^LOAD 10 clients x 3 fetches through one relay: ours p50 {NUMBER}, p99 {NUMBER}, max {NUMBER} \| "
+                rf"anchor the goal p99 2000 ms, max 5000 ms \| ratio p99/goal [\d.]+$",
     }
     for key, pattern in patterns.items():
         assert re.search(pattern, out, re.MULTILINE), f"{key} line missing or malformed:\n{out}"
