@@ -5,6 +5,7 @@ What each table holds and why it is laid out so is in docs/architecture.md ("The
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ __all__ = [
     "CANDLES_TABLE", "MARKETS_TABLE", "COVERAGE_TABLE", "CANDLE_COLUMNS", "REQUIRED_CANDLE_COLUMNS",
     "ROW_GROUP_ROWS", "LOAD_ORDER", "TABLE_PROPERTIES", "SUPERSEDED_PROPERTIES", "properties_to_update",
     "DELTA_COLUMNS_PROPERTY", "DICTIONARY_COLUMNS_PROPERTY", "TableLayout", "TABLE_LAYOUTS", "table_schemas",
-    "ticker_period_spec", "candle_arrow_schema", "row_filter", "ADDED_COLUMNS",
+    "ticker_period_spec", "candle_arrow_schema", "coverage_arrow_schema", "row_filter", "ADDED_COLUMNS",
 ]
 
 CANDLES_TABLE = "ohlc"
@@ -149,9 +150,17 @@ def ticker_period_spec(schema: Any) -> Any:
     )
 
 
+@functools.cache
 def candle_arrow_schema() -> pa.Schema:
-    """The Arrow schema of the ``ohlc`` table (and of a fetch's result)."""
+    """The Arrow schema of the ``ohlc`` table (and of a fetch's result). Built once (~1.7 ms:
+    every gap fill and every empty read asks for it)."""
     return table_schemas()[CANDLES_TABLE].as_arrow()
+
+
+@functools.cache
+def coverage_arrow_schema() -> pa.Schema:
+    """The Arrow schema of the ``coverage`` table, built once."""
+    return table_schemas()[COVERAGE_TABLE].as_arrow()
 
 
 def row_filter(equal: Mapping[str, Any], column: str | None = None, start: int | None = None,

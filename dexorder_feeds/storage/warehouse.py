@@ -41,6 +41,7 @@ from .schema import (
     TABLE_PROPERTIES,
     TableLayout,
     candle_arrow_schema,
+    coverage_arrow_schema,
     properties_to_update,
     row_filter,
     table_schemas,
@@ -373,7 +374,7 @@ class Warehouse:
         def read() -> pa.Table:
             (table,) = self._tables(COVERAGE_TABLE)
             if table.current_snapshot() is None:
-                return table_schemas()[COVERAGE_TABLE].as_arrow().empty_table()
+                return coverage_arrow_schema().empty_table()
             return table.scan(row_filter=row_filter({"ticker": ticker} if ticker else {})).to_arrow()
 
         with translate_errors("reading coverage", self.catalog.properties):
@@ -414,7 +415,7 @@ class Warehouse:
         def read() -> pa.Table:
             (table,) = self._tables(COVERAGE_TABLE)
             if table.current_snapshot() is None:
-                return table_schemas()[COVERAGE_TABLE].as_arrow().empty_table().select(list(columns))
+                return coverage_arrow_schema().empty_table().select(list(columns))
 
             present = {field.name for field in table.schema().fields}
             have = tuple(c for c in columns if c in present)  # a read-only, older table lacks some
