@@ -222,3 +222,81 @@ def test_impossible_candles_are_refused_naming_source_and_time(warehouse, tmp_pa
     # The range before the bad candle is fine on its own.
     ok = historian.handle(request(ticker=ticker, end_time=SEED_START + 1 * H))
     assert ok.status == Notification.OK and len(stored(warehouse, ticker)) == 2
+
+
+class _Concurrency:
+    """How many fetches run at once, at most."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+def test_local_fetches_run_one_per_core_and_network_fetches_are_not_held_back(warehouse, monkeypatch):
+    """A local source (pure CPU, IngestSource.local) gets at most as many fetches at once as
+    the machine has cores, whatever the number of workers; a network source is not held back."""
+    import time
+
+    import dexorder_feeds.ingest.historian as historian_module
+    from dexorder_feeds.hookspecs import hookimpl
+    from dexorder_feeds.ingest.sources.sim import SimulatedSource
+    from dexorder_feeds.plugins import get_plugin_manager
+
+    local_seen, network_seen = _Concurrency(), _Concurrency()
+    network_together = threading.Barrier(3, timeout=10)  # three network fetches must overlap
+
+    class SlowLocal(SimulatedSource):
+        local = True
+
+        def fetch_candles(self, ticker, period_seconds, start, stop):
+            with local_seen:
+                time.sleep(0.2)  # releases the interpreter lock: without the limit they would overlap
+                return super().fetch_candles(ticker, period_seconds, start, stop)
+
+    class Network(SimulatedSource):
+        local = False
+
+        def fetch_candles(self, ticker, period_seconds, start, stop):
+            with network_seen:
+                network_together.wait()
+                return super().fetch_candles(ticker, period_seconds, start, stop)
+
+    class Plugin:
+        @hookimpl
+        def dexorder_register_sources(self, register):
+            register("slow-local", lambda argument: SlowLocal())
+            register("network", lambda argument: Network())
+
+    monkeypatch.setattr(historian_module, "_cores", lambda: 1)
+    pm = get_plugin_manager()
+    pm.register(Plugin(), name="test-historian-local-fetches")
+    try:
+        historian = Historian(warehouse, SourceRegistry({"LOC": "slow-local", "NET": "network"}))
+        assert SimulatedSource.local and not Network.local
+
+        def run(exchange: str) -> list[Notification]:
+            notes: list[Notification] = []
+            threads = [threading.Thread(target=lambda i=i: notes.append(historian.handle(
+                request(request_id=f"{exchange}{i}", ticker=f"{exchange}:T{i}/USDT", end_time=SEED_START + 24 * H - 1))))
+                for i in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return notes
+
+        assert [n.status for n in run("LOC")] == [Notification.OK] * 3
+        assert local_seen.most == 1
+        assert [n.status for n in run("NET")] == [Notification.OK] * 3
+        assert network_seen.most == 3
+    finally:
+        pm.unregister(name="test-historian-local-fetches")

@@ -139,6 +139,8 @@ def test_the_registry_builds_one_chain_whose_members_are_shared(tmp_path: Path) 
         assert registry.source_for(BTC) is chain
         assert registry.source_for(parse_ticker("OTHER:BTC/USDT")) is chain.members[0][1]
         assert chain.name == "files,sim"
+        assert chain.local  # files and the simulator: pure CPU, fetched one per core at once
+        assert not SourceChain([("files:D", chain.members[0][1]), ("ccxt:binance", CcxtSource("binance"))]).local
     finally:
         registry.close()
 

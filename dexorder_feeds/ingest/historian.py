@@ -20,8 +20,10 @@ asking again stores the range.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -246,6 +248,14 @@ def _rescale(frame: pd.DataFrame, source_market: MarketInfo, stored: MarketInfo)
     return out
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class Historian:
     """Serves history requests into one warehouse. ``handle`` is blocking and thread-safe."""
 
@@ -266,6 +276,8 @@ class Historian:
         self._fingerprinted: set[tuple[str, int]] | None = None  # (ticker, period) whose coverage has a fingerprint
         self._fingerprinted_lock = threading.Lock()
         self._recheck_locks: dict[str, threading.Lock] = {}  # one re-check of a ticker at a time
+        # Fills from local sources (pure CPU) run at most one per core at once (IngestSource.local).
+        self._local_fills = threading.BoundedSemaphore(_cores())
 
     def validate(self, request: HistoryRequest) -> ValidatedRequest:
         """Validate a request (also checks that a source serves its exchange)."""
@@ -286,7 +298,8 @@ class Historian:
         timings: dict[str, float] = {}
         try:
             valid = self.validate(request)
-            pending = self._ingest(valid, timings)
+            with self._local_fills if self.sources.source_for(valid.ticker).local else contextlib.nullcontext():
+                pending = self._ingest(valid, timings)
         except Exception as exc:
             pending = concurrent.futures.Future()
             pending.set_exception(exc)

@@ -88,6 +88,12 @@ class IngestSource(abc.ABC):
         """
         return None
 
+    local: bool = False
+    """True when a fetch is work for this process's CPU alone, with no network to wait on (the
+    simulator, files): the historian then runs at most as many such fetches at once as the
+    machine has cores, however many workers it has (more would only take the interpreter lock
+    from its committer). Network sources leave it False: more workers overlap their waits."""
+
     settle: float | None = None
     """Seconds after a period closes before this source's answer for it is final (see
     :meth:`settle_seconds`); None: the historian's default."""
@@ -211,6 +217,7 @@ class SourceChain(IngestSource):
             raise UnknownSourceError("a source chain needs at least one source")
         self.members = list(members)
         self.name = ",".join(source.name for _, source in self.members)
+        self.local = all(source.local for _, source in self.members)
 
     def __repr__(self) -> str:
         return f"SourceChain({[spec for spec, _ in self.members]!r})"

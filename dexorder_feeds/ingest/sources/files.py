@@ -420,6 +420,7 @@ class FilesSource(IngestSource):
 
     name = "files"
     settle = 0.0  # files do not publish late: an empty answer is final once the period closed
+    local = True  # pure CPU in this process: no network to wait on
 
     def __init__(self, directory: str | os.PathLike[str] | None, *, max_cached_files: int = _DEFAULT_CACHE_FILES) -> None:
         if directory is None or not str(directory).strip():

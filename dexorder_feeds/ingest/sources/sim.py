@@ -165,6 +165,7 @@ class SimulatedSource(IngestSource):
 
     name = "sim"
     settle = 0.0  # synthetic and deterministic: a closed period never changes
+    local = True  # pure CPU in this process: no network to wait on
 
     def __init__(self) -> None:
         self._markets: dict[str, _Market] = {}
