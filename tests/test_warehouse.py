@@ -93,3 +93,30 @@ def test_a_read_only_warehouse_directory_is_a_clear_error_and_keeps_data(tmp_pat
     data, _ = warehouse.read_candles(SEED_TICKER, 3600, (0, 2**62))
     assert data.num_rows == 10, "the failed write must leave the stored candles as they were"
     warehouse.close()
+
+
+def test_a_sqlite_catalog_keeps_a_write_ahead_log_so_a_reader_never_holds_up_a_commit(tmp_path):
+    """In SQLite's default journal mode a commit waits until no connection is reading; the
+    catalog is put in write-ahead-log mode, where a reader in the middle of a read transaction
+    does not stop the historian's commit."""
+    import sqlite3
+
+    path = tmp_path / "catalog.db"
+    warehouse = Warehouse(open_catalog(f"sqlite:///{path}", cache=False))
+    warehouse.ensure_tables()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        before = reader.execute("SELECT table_name, metadata_location FROM iceberg_tables").fetchall()
+        note = Historian(warehouse).handle(HistoryRequest(
+            request_id="r", client_id="c", ticker=SEED_TICKER, period_seconds=3600,
+            start_time=SEED_START, end_time=SEED_END))
+        assert note.status == Notification.OK, note.error_message
+        # the reader still sees its snapshot of the catalog; the commit is there for the next one
+        assert reader.execute("SELECT table_name, metadata_location FROM iceberg_tables").fetchall() == before
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+        warehouse.close()
+    assert Warehouse(open_catalog(f"sqlite:///{path}", cache=False)).read_candles(SEED_TICKER, 3600, (0, 2**62))[0].num_rows == 168
