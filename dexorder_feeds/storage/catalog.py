@@ -289,12 +289,11 @@ def _sql_catalog(name: str, props: Mapping[str, Any]) -> Any:
 def _write_ahead_log(engine: Any) -> None:
     """Put a SQLite catalog in write-ahead-log mode (kept in the file, so once is enough).
 
-    In SQLite's default mode a commit waits until no connection is reading, and every read of
-    the warehouse reads the catalog (the tables' metadata locations): under many readers the
-    committer queued behind them (a cold fill through the relay spent 0.7-1.8 s waiting for
-    commits; 0.7 s with the log). With the log, readers and the one writer do not wait for each
-    other. Best effort: a read-only file or a catalog another process holds locked just now
-    keeps its mode (SQLite's own locking stays correct either way)."""
+    In SQLite's default mode a commit waits until no connection is reading (and fails with
+    "database is locked" if one reads for longer than the busy timeout), and every read of the
+    warehouse reads the catalog (the tables' metadata locations). With the log, readers and the
+    one writer do not wait for each other. Best effort: a read-only file or a catalog another
+    process holds locked just now keeps its mode (SQLite's own locking stays correct either way)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
