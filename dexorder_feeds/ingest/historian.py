@@ -298,7 +298,8 @@ class Historian:
         timings: dict[str, float] = {}
         try:
             valid = self.validate(request)
-            with self._local_fills if self.sources.source_for(valid.ticker).local else contextlib.nullcontext():
+            local = getattr(self.sources.source_for(valid.ticker), "local", False)  # plugins may not subclass
+            with self._local_fills if local else contextlib.nullcontext():
                 pending = self._ingest(valid, timings)
         except Exception as exc:
             pending = concurrent.futures.Future()
