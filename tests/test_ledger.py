@@ -109,13 +109,16 @@ def test_a_late_candle_is_served_by_the_next_fetch(catalog_uri, late_source):
     assert late_source.asks[1][0] == closed - H  # the second fetch asked for the late period only
 
 
+class Empty(IngestSource):
+    """Has no candles, and vouches for the whole range."""
+
+    name = "empty"
+
+    def fetch_candles(self, ticker, period_seconds, start, stop):
+        return SourceCandles(MarketInfo(str(ticker), 0, 0), frame_of([]))
+
+
 def test_an_empty_answer_inside_the_horizon_is_never_remembered(warehouse):
-    class Empty(IngestSource):
-        name = "empty"
-
-        def fetch_candles(self, ticker, period_seconds, start, stop):
-            return SourceCandles(MarketInfo(str(ticker), 0, 0), frame_of([]))
-
     pm = get_plugin_manager()
     pm.register(_Plugin("empty", Empty()), name="test-ledger-empty")
     try:
@@ -326,12 +329,6 @@ def test_the_settle_horizon_is_configured_like_every_setting(tmp_path):
 
 
 def test_a_configured_horizon_reaches_the_in_process_historian(catalog_uri):
-    class Empty(IngestSource):
-        name = "empty"
-
-        def fetch_candles(self, ticker, period_seconds, start, stop):
-            return SourceCandles(MarketInfo(str(ticker), 0, 0), frame_of([]))
-
     pm = get_plugin_manager()
     pm.register(_Plugin("empty", Empty()), name="test-ledger-empty")
     closed = closed_period_stop(3600)

@@ -226,10 +226,9 @@ def test_a_source_without_the_period_is_skipped_and_periods_are_the_common_ones(
 
 # -- end to end ---------------------------------------------------------------------------------------
 
-def test_historian_stores_the_chain_answer_at_the_finest_decimals(tmp_path: Path, warehouse: Any,
-                                                                  gapfill: GapFill) -> None:
-    root = write_files(tmp_path, file_rows())
-    historian = Historian(warehouse, SourceRegistry({"BINANCE": f"files:{root},gapfill"}))
+def store_week_through(warehouse: Any, spec: str) -> None:
+    """The historian stores BINANCE:BTC/USDT's week through the source ``spec``: all 168 candles."""
+    historian = Historian(warehouse, SourceRegistry({"BINANCE": spec}))
     try:
         note = historian.handle(HistoryRequest(request_id="chain", client_id="test", ticker=str(BTC),
                                                period_seconds=3600, start_time=WEEK[0], end_time=WEEK[1] - 1))
@@ -237,6 +236,11 @@ def test_historian_stores_the_chain_answer_at_the_finest_decimals(tmp_path: Path
         historian.close()
     assert note.status == Notification.OK, note.error_message
     assert note.row_count == 168
+
+
+def test_historian_stores_the_chain_answer_at_the_finest_decimals(tmp_path: Path, warehouse: Any,
+                                                                  gapfill: GapFill) -> None:
+    store_week_through(warehouse, f"files:{write_files(tmp_path, file_rows())},gapfill")
     market = warehouse.read_market(str(BTC))
     assert (market.price_decimals, market.volume_decimals) == (4, 3)
     table, _ = warehouse.read_candles(str(BTC), 3600, WEEK)
@@ -312,15 +316,7 @@ def test_without_a_common_period_the_chain_offers_all_and_skips_who_lacks_the_as
 
 
 def test_historian_stores_files_and_sim_merged_as_integers(tmp_path: Path, warehouse: Any) -> None:
-    root = write_files(tmp_path, file_rows())
-    historian = Historian(warehouse, SourceRegistry({"BINANCE": f"files:{root},sim"}))
-    try:
-        note = historian.handle(HistoryRequest(request_id="sim-chain", client_id="test", ticker=str(BTC),
-                                               period_seconds=3600, start_time=WEEK[0], end_time=WEEK[1] - 1))
-    finally:
-        historian.close()
-    assert note.status == Notification.OK, note.error_message
-    assert note.row_count == 168
+    store_week_through(warehouse, f"files:{write_files(tmp_path, file_rows())},sim")
     market = warehouse.read_market(str(BTC))
     assert (market.price_decimals, market.volume_decimals) == (2, 6)  # SIM's 6 volume decimals beat 3
     table, _ = warehouse.read_candles(str(BTC), 3600, WEEK)
