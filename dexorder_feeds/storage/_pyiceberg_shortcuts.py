@@ -27,7 +27,7 @@ import contextlib
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,15 +265,49 @@ def install_parquet_encodings() -> bool:
     return True
 
 
-_memo_transaction: type | None = None
+def write_data_files(table: Any, data: Any) -> list[Any]:
+    """``data`` (an Arrow table in ``table``'s schema) written as data files of ``table``, as
+    ``table.append`` would write them, without committing: the ``DataFile`` entries an append
+    can add later (see :func:`append_staging_once`)."""
+    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+
+    metadata = table.metadata
+    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=data.schema,
+                                     format_version=metadata.format_version)
+    return list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
 
 
-def append_staging_once(table: Any, data: Any) -> None:
+def append_staging_once(table: Any, data: Any, files: Sequence[Any] = ()) -> None:
     """``table.append(data)``, through a ``Transaction`` that works out its staged metadata once
     per change instead of on every look: pyiceberg 0.12 deep-copies the whole table metadata
     (every snapshot) each time ``Transaction.table_metadata`` is read, about 20 times per
     append, which was ~40% of a commit's time here. The metadata models are frozen, so the one
-    copy can be shared."""
+    copy can be shared. ``files``: data files written earlier (:func:`write_data_files`) that
+    the same snapshot adds; ``data`` may then be None."""
+    transaction_type = _memo_transaction_type()
+    with transaction_type(table) as transaction:
+        if not files:
+            transaction.append(data)
+            return
+        from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+
+        metadata = transaction.table_metadata
+        # The snapshot producer table.append would use (fast or merging, by table property).
+        with transaction._append_snapshot_producer({}) as append_files:
+            if data is not None and data.num_rows:
+                _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=data.schema,
+                                                 format_version=metadata.format_version)
+                for data_file in _dataframe_to_data_files(table_metadata=metadata, write_uuid=append_files.commit_uuid,
+                                                          df=data, io=table.io):
+                    append_files.append_data_file(data_file)
+            for data_file in files:
+                append_files.append_data_file(data_file)
+
+
+_memo_transaction: type | None = None
+
+
+def _memo_transaction_type() -> type:
     global _memo_transaction
     if _memo_transaction is None:
         from pyiceberg.table import Transaction
@@ -293,5 +327,4 @@ def append_staging_once(table: Any, data: Any) -> None:
                 return value
 
         _memo_transaction = MemoTransaction
-    with _memo_transaction(table) as transaction:
-        transaction.append(data)
+    return _memo_transaction

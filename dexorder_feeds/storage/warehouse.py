@@ -28,7 +28,7 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
-from ._pyiceberg_shortcuts import append_staging_once, install_parquet_encodings
+from ._pyiceberg_shortcuts import append_staging_once, install_parquet_encodings, write_data_files
 from .reader import shared_reader
 from .schema import (
     ADDED_COLUMNS,
@@ -57,6 +57,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _COMMIT_ATTEMPTS = 8
+# Fills of at least this many candles are written as data files before they reach the committer.
+STAGED_FILL_ROWS = 8192
 
 
 class _FileVanished(Exception):
@@ -120,16 +122,39 @@ class FillOutcome:
 
 
 @dataclass(eq=False)
+class StagedFiles:
+    """Data files holding exactly a fill's candles, written by the thread that made them before
+    the fill reached the committer (see :meth:`Warehouse.submit_fill`), with the table layout
+    they were written for. ``offered`` is set while an append attempt lists them, and cleared
+    when the catalog refuses that commit: files not offered are named by no metadata and may be
+    deleted; offered ones may not (an attempt whose outcome is unknown may have committed them)."""
+
+    files: tuple[Any, ...]  # pyiceberg DataFiles
+    table_uuid: str
+    schema_id: int
+    spec_id: int
+    offered: bool = False
+
+    def fit(self, table: Any) -> bool:
+        """Whether the files can be appended to ``table`` as written (same table and layout)."""
+        metadata = table.metadata
+        return (str(metadata.table_uuid) == self.table_uuid and metadata.current_schema_id == self.schema_id
+                and metadata.default_spec_id == self.spec_id)
+
+
+@dataclass(eq=False)
 class Fill:
     """One gap fill to commit: the candles of ``interval`` (one ticker and period, all inside
     it, the candle columns), and ``coverage_rows``, which gives the coverage rows to record
-    once the candles are stored (built with :func:`coverage_row`; none: record nothing)."""
+    once the candles are stored (built with :func:`coverage_row`; none: record nothing).
+    ``staged``: the candles already written as data files (set by :meth:`Warehouse.submit_fill`)."""
 
     ticker: str
     period_seconds: int
     interval: Interval
     candles: pa.Table
     coverage_rows: Callable[[FillOutcome], list[dict[str, Any]]]
+    staged: StagedFiles | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -572,8 +597,34 @@ class Warehouse:
     # -- group commit (committer thread only) ------------------------------------------------
     def submit_fill(self, fill: Fill) -> concurrent.futures.Future[tuple[int, int]]:
         """Queue ``fill`` for the committer's next batch; the future gives ``(added, stored)``
-        as :meth:`append_new_candles` does, once its candles and coverage rows are committed."""
+        as :meth:`append_new_candles` does, once its candles and coverage rows are committed.
+
+        A fill of at least ``STAGED_FILL_ROWS`` candles is first written as data files here, on
+        the calling thread: encoding Parquet is most of a large fill's commit, and done here it
+        runs beside other fills and commits instead of inside the one committer. The committer
+        then appends those files as written, unless the duplicate check drops some of the
+        candles (or the table's layout changed): it then writes the rest itself, as for a small
+        fill."""
+        if fill.staged is None and fill.candles.num_rows >= STAGED_FILL_ROWS:
+            fill = self._staged(fill)
         return self.committer.submit_fill(fill)
+
+    def _staged(self, fill: Fill) -> Fill:
+        """``fill`` with its candles written as data files (unchanged if that fails: the
+        committer then writes them, and reports what is wrong with them)."""
+        try:
+            checked = self._checked_fill(fill)
+            (table,) = self._tables(CANDLES_TABLE)
+            rows = checked.candles.sort_by([("timestamp", "ascending")]).cast(table.schema().as_arrow())
+            files = write_data_files(table, rows)
+        except Exception as exc:  # noqa: BLE001 - an optimisation: the committer writes them instead
+            log.debug("not staging the candles of %s: %s", fill.ticker, exc)
+            return fill
+        metadata = table.metadata
+        staged = StagedFiles(tuple(files), str(metadata.table_uuid), metadata.current_schema_id,
+                             metadata.default_spec_id)
+        return Fill(checked.ticker, checked.period_seconds, checked.interval, checked.candles, checked.coverage_rows,
+                    staged)
 
     def commit_fills(self, fills: Sequence[Fill]) -> list[tuple[int, int] | BaseException]:
         """Commit ``fills`` together: one candle append, then one coverage append.
@@ -606,7 +657,22 @@ class Warehouse:
                                  lambda batch: self._append_coverage(batch, [stored[i] for i, _ in batch]))
         for i, failed in recorded.items():
             results[i] = failed if isinstance(failed, BaseException) else stored[i]
+        self._delete_unused([fill.staged for fill in fills if fill.staged is not None])
         return results
+
+    def _delete_unused(self, staged: Iterable[StagedFiles]) -> None:
+        """Delete staged files no append attempt listed (their candles were stored meanwhile,
+        the layout changed or the fill failed its checks): no metadata names them. Best effort."""
+        unused = [files for files in staged if not files.offered]
+        if not unused:
+            return
+        (table,) = self._tables(CANDLES_TABLE)
+        for files in unused:
+            for data_file in files.files:
+                try:
+                    table.io.delete(data_file.file_path)
+                except Exception as exc:  # noqa: BLE001 - an unreferenced file left behind
+                    log.debug("could not delete the unused staged file %s: %s", data_file.file_path, exc)
 
     def _checked_fill(self, fill: Fill) -> Fill:
         """``fill`` with its candles in the table's candle schema, or a :class:`DataError`."""
@@ -623,7 +689,7 @@ class Warehouse:
             bounds = pc.min_max(candles["timestamp"])
             if bounds["min"].as_py() < fill.interval[0] or bounds["max"].as_py() >= fill.interval[1]:
                 raise DataError(f"a fill of {fill.ticker} holds candles outside its interval {fill.interval}")
-        return Fill(fill.ticker, fill.period_seconds, fill.interval, candles, fill.coverage_rows)
+        return Fill(fill.ticker, fill.period_seconds, fill.interval, candles, fill.coverage_rows, fill.staged)
 
     def _batched(self, items: list[tuple[int, Fill]], action: str,
                  attempt: Callable[[list[tuple[int, Fill]]], list[R]]) -> dict[int, R | BaseException]:
@@ -664,9 +730,12 @@ class Warehouse:
         # The same Table for the checks and the append: the append then requires the snapshot
         # the checks read, and a concurrent commit makes it fail (no rebase) so the retry
         # re-reads instead of appending stale rows.
+        from pyiceberg.exceptions import CommitFailedException, ValidationException
+
         (table,) = self._tables(CANDLES_TABLE)
         taken: dict[tuple[str, int], list[np.ndarray]] = {}
         pieces: list[pa.Table] = []
+        staged: list[StagedFiles] = []
         outcomes: list[tuple[int, int]] = []
         for _, fill in batch:
             lo, hi = fill.interval
@@ -676,13 +745,26 @@ class Warehouse:
             if known.size and fresh.num_rows:
                 fresh = fresh.filter(pc.invert(pc.is_in(fresh["timestamp"], value_set=pa.array(known))))
             if fresh.num_rows:
-                pieces.append(fresh)
+                if fill.staged is not None and fresh.num_rows == fill.candles.num_rows and fill.staged.fit(table):
+                    staged.append(fill.staged)  # written already, and every candle of it is new
+                else:
+                    pieces.append(fresh)
                 taken.setdefault(fill.key, []).append(fresh["timestamp"].to_numpy())
             outcomes.append((fresh.num_rows, int(known.size) + fresh.num_rows))
-        if pieces:
-            rows = pa.concat_tables(pieces).sort_by(
-                [("ticker", "ascending"), ("period_seconds", "ascending"), ("timestamp", "ascending")])
-            append_staging_once(table, rows.cast(table.schema().as_arrow()))
+        if pieces or staged:
+            rows = None
+            if pieces:
+                rows = pa.concat_tables(pieces).sort_by(
+                    [("ticker", "ascending"), ("period_seconds", "ascending"), ("timestamp", "ascending")]
+                ).cast(table.schema().as_arrow())
+            for files in staged:
+                files.offered = True  # from here on, an attempt may have committed them
+            try:
+                append_staging_once(table, rows, [data_file for files in staged for data_file in files.files])
+            except (CommitFailedException, ValidationException):
+                for files in staged:  # refused whole by the catalog: no metadata names them
+                    files.offered = False
+                raise
             self._after_commit(CANDLES_TABLE, table, *sorted(taken))
         return outcomes
 
