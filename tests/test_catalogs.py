@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import concurrent.futures
 import threading
 import time
 from pathlib import Path
@@ -208,6 +209,34 @@ def test_reads_see_another_writers_commits_at_once_or_within_the_bound_and_after
     assert writer_side.handle(request(request_id="w3", start_time=SEED_START + 2 * day,
                                       end_time=SEED_START + 3 * day - 1)).status == Notification.OK
     assert stored() == 72
+    for warehouse in (reader_side, writer_side.warehouse):
+        warehouse.close()
+
+
+def test_no_thread_reads_older_tables_than_another_thread_of_the_process_already_read(catalog_server):
+    """REST, within the staleness bound: a thread whose tables' bound ran out reloads and sees
+    another writer's commit; another thread of the process, whose own load was later (its bound
+    not out yet), then reads the same new tables, not its older ones (a fetch's reads and the
+    next call run on different threads: the next call must not read less than the fetch did)."""
+    reader_side = catalog_server.open_warehouse(cache=False)
+    writer_side = Historian(catalog_server.open_warehouse(cache=False))
+    day = 24 * H
+    reader_side.reader.freshness_seconds = 2.0
+
+    def stored() -> int:
+        return reader_side.read_range(SEED_TICKER, 3600, (SEED_START, SEED_START + 7 * day))[0].num_rows
+
+    assert writer_side.handle(request(request_id="w1", end_time=SEED_START + day - 1)).status == Notification.OK
+    with concurrent.futures.ThreadPoolExecutor(1) as early, concurrent.futures.ThreadPoolExecutor(1) as late:
+        began = time.monotonic()
+        assert early.submit(stored).result() == 24
+        time.sleep(1.0)
+        assert late.submit(stored).result() == 24  # a thread's first read, a second after the other's
+        assert writer_side.handle(request(request_id="w2", start_time=SEED_START + day,
+                                          end_time=SEED_START + 2 * day - 1)).status == Notification.OK
+        time.sleep(max(0.0, began + 2.1 - time.monotonic()))  # the early load is out of the bound
+        assert early.submit(stored).result() == 48
+        assert late.submit(stored).result() == 48
     for warehouse in (reader_side, writer_side.warehouse):
         warehouse.close()
 

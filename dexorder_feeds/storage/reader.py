@@ -131,6 +131,18 @@ def _plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([field.remove_metadata() for field in schema])
 
 
+@dataclass(frozen=True)
+class _SharedView:
+    """Tables loaded together by one thread (catalogs read within a staleness bound): when
+    (``time.monotonic()`` at the start of the load), at which ``generation`` of the reader, a
+    sequence number, and each table's ``(metadata, io, identifier, metadata_location)``."""
+
+    loaded: float
+    generation: int
+    seq: int
+    tables: dict[str, tuple[Any, Any, Any, str]]
+
+
 class TableReader:
     """Reads one namespace's tables through per-thread tables, per-snapshot plans, cached
     Parquet footers and decoded row groups (see docs/internals.md). ``load_table`` loads a
@@ -157,6 +169,8 @@ class TableReader:
         self.table_uuids: dict[str, str] = {}
         self.freshness_seconds = DEFAULT_FRESHNESS_SECONDS
         self._generation = 0
+        self._view: _SharedView | None = None  # the newest tables loaded within the bound (REST)
+        self._view_seq = 0
 
     # -- tables ---------------------------------------------------------------------------
     def metadata_locations(self) -> dict[str, str] | None:
@@ -211,21 +225,40 @@ class TableReader:
                 self._metadata.popitem(last=False)
 
     def _tables_within_bound(self, names: tuple[str, ...]) -> tuple[Any, ...]:
-        """Catalogs with no cheap freshness check (REST): this thread's tables, loaded together
-        less than ``freshness_seconds`` ago and since the last :meth:`invalidate`, are used
-        again. Any table missing from them reloads them all, in ``LOAD_ORDER`` (a table there
-        is loaded after those before it, so it is at least as new: candles after coverage)."""
-        view: dict[str, Any] = self._local.__dict__.setdefault("view", {})
-        now, generation = time.monotonic(), self._generation
-        stamp = self._local.__dict__.get("view_stamp")
-        if stamp is None or stamp[1] != generation or now - stamp[0] > self.freshness_seconds:
-            view.clear()
-        if any(name not in view for name in names):
-            wanted = set(view) | set(names)
-            view.clear()
-            for name in sorted(wanted, key=lambda n: (LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER), n)):
-                view[name] = self._table_at(name, None)
-            self._local.view_stamp = (now, generation)
+        """Catalogs with no cheap freshness check (REST): the newest tables any thread of this
+        process loaded together, less than ``freshness_seconds`` ago and since the last
+        :meth:`invalidate`, are used again (each thread wraps their parsed metadata in ``Table``
+        objects of its own). Else this thread loads them all, in ``LOAD_ORDER`` (a table there
+        is loaded after those before it, so it is at least as new: candles after coverage), and
+        shares them. Shared, so that no thread reads older tables than another thread of the
+        same process already read (one fetch's reads and the next call's run on different
+        threads)."""
+        local = self._local.__dict__
+        view: dict[str, Any] = local.setdefault("view", {})
+        now = time.monotonic()
+        with self._lock:
+            shared, generation = self._view, self._generation
+        if (shared is not None and shared.generation == generation and now - shared.loaded <= self.freshness_seconds
+                and all(name in shared.tables for name in names)):
+            if local.get("view_seq") != shared.seq:
+                view.clear()
+                for name, (metadata, io, identifier, location) in shared.tables.items():
+                    view[name] = table_from_metadata(self.catalog, identifier, metadata, location, io)
+                local["view_seq"] = shared.seq
+            return tuple(view[name] for name in names)
+        wanted = set(names) | (set(shared.tables) if shared is not None else set())
+        fresh = {name: self._table_at(name, None)
+                 for name in sorted(wanted, key=lambda n: (LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER), n))}
+        with self._lock:
+            self._view_seq += 1
+            seq = self._view_seq
+            if self._view is None or self._view.loaded <= now:  # never replaced by an older load
+                self._view = _SharedView(now, generation, seq, {
+                    name: (table.metadata, table.io, table.name(), table.metadata_location)
+                    for name, table in fresh.items()})
+        view.clear()
+        view.update(fresh)
+        local["view_seq"] = seq
         return tuple(view[name] for name in names)
 
     def invalidate(self) -> None:
@@ -236,9 +269,13 @@ class TableReader:
             self._generation += 1
 
     def forget(self) -> None:
-        """Drop this thread's tables (the next read reloads them)."""
+        """Drop this thread's tables (the next read reloads them, and the tables shared within
+        a staleness bound)."""
         self._local.__dict__.pop("tables", None)
         self._local.__dict__.pop("view", None)
+        self._local.__dict__.pop("view_seq", None)
+        with self._lock:
+            self._view = None
 
     def retrying(self, read: Callable[[], T]) -> T:
         """Run ``read``; if a file vanished under it (expired by maintenance), or it names a
