@@ -120,3 +120,28 @@ def test_a_sqlite_catalog_keeps_a_write_ahead_log_so_a_reader_never_holds_up_a_c
         reader.close()
         warehouse.close()
     assert Warehouse(open_catalog(f"sqlite:///{path}", cache=False)).read_candles(SEED_TICKER, 3600, (0, 2**62))[0].num_rows == 168
+
+
+def test_a_catalog_locked_by_another_process_says_so_and_what_to_do(tmp_path):
+    """A writer holding the SQLite catalog's write lock (another tool, a stuck process) makes
+    the commit fail once SQLite stops waiting; the error names the lock, not credentials, and
+    nothing is stored half: the same request succeeds once the lock is gone."""
+    import sqlite3
+
+    path = tmp_path / "catalog.db"
+    warehouse = Warehouse(open_catalog(f"sqlite:///{path}", cache=False))
+    warehouse.ensure_tables()
+    request = HistoryRequest(request_id="r", client_id="c", ticker=SEED_TICKER, period_seconds=3600,
+                             start_time=SEED_START, end_time=SEED_END)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        note = Historian(warehouse).handle(request)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert note.status == Notification.ERROR
+    assert "lock" in note.error_message and "credentials" not in note.error_message, note.error_message
+    assert Historian(warehouse).handle(request).status == Notification.OK
+    assert warehouse.read_candles(SEED_TICKER, 3600, (0, 2**62))[0].num_rows == 168
+    warehouse.close()

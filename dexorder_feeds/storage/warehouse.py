@@ -97,6 +97,9 @@ def translate_errors(action: str, secrets: Mapping[str, Any] | None = None) -> I
             hint = "the catalog is read-only; check its permissions"
         elif "disk is full" in text or "No space" in text:
             hint = "the disk holding the catalog is full"
+        elif "database is locked" in text:
+            hint = ("another process holds a lock on the SQLite catalog for too long (a long read, or a tool "
+                    "with the file open); retry, and for a team use a PostgreSQL or REST catalog")
         else:
             hint = "check that the catalog is reachable and its credentials are right"
         error = WarehouseError(f"{action} failed: {name}: {text}; {hint}")
