@@ -131,6 +131,11 @@ def _plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([field.remove_metadata() for field in schema])
 
 
+def _load_rank(name: str) -> tuple[int, str]:
+    """Tables in ``LOAD_ORDER`` first, in that order (see ``TableReader._tables_within_bound``)."""
+    return (LOAD_ORDER.index(name) if name in LOAD_ORDER else len(LOAD_ORDER), name)
+
+
 @dataclass(frozen=True)
 class _SharedView:
     """Tables loaded together by one thread (catalogs read within a staleness bound): when
@@ -232,7 +237,7 @@ class TableReader:
         is loaded after those before it, so it is at least as new: candles after coverage), and
         shares them. Shared, so that no thread reads older tables than another thread of the
         same process already read (one fetch's reads and the next call's run on different
-        threads)."""
+        threads). With no bound (``freshness_seconds`` 0) each read loads just what it reads."""
         local = self._local.__dict__
         view: dict[str, Any] = local.setdefault("view", {})
         now = time.monotonic()
@@ -246,9 +251,13 @@ class TableReader:
                     view[name] = table_from_metadata(self.catalog, identifier, metadata, location, io)
                 local["view_seq"] = shared.seq
             return tuple(view[name] for name in names)
+        if self.freshness_seconds <= 0:  # no bound: every read loads what it reads, nothing is shared
+            view.clear()
+            view.update((name, self._table_at(name, None)) for name in sorted(set(names), key=_load_rank))
+            local.pop("view_seq", None)
+            return tuple(view[name] for name in names)
         wanted = set(names) | (set(shared.tables) if shared is not None else set())
-        fresh = {name: self._table_at(name, None)
-                 for name in sorted(wanted, key=lambda n: (LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER), n))}
+        fresh = {name: self._table_at(name, None) for name in sorted(wanted, key=_load_rank)}
         with self._lock:
             self._view_seq += 1
             seq = self._view_seq
