@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from dexorder_feeds.ingest.historian import Historian
 from dexorder_feeds.storage.catalog import open_catalog
+from dexorder_feeds.storage import warehouse as warehouse_module
 from dexorder_feeds.storage.maintenance import MaintenancePolicy
 from dexorder_feeds.storage.warehouse import Fill, FillOutcome, Warehouse, candle_arrow_schema, coverage_row
 from dexorder_feeds.vocabulary.errors import DataError, WarehouseError
@@ -26,6 +28,16 @@ H = 3_600_000_000
 DAY = 24 * H
 TICKERS = [f"SIM:G{i}/USDT" for i in range(6)]
 PERIODS = (3600, 14400)
+
+
+def parquet_on_disk(catalog_uri: str, table: str = "ohlc") -> set[str]:
+    root = Path(catalog_uri.removeprefix("sqlite:///")).parent
+    return {str(p) for p in root.rglob("*.parquet") if f"/{table}/" in str(p)}
+
+
+def referenced(warehouse: Warehouse, table: str = "ohlc") -> set[str]:
+    current = warehouse.load_table(table)
+    return {task.file.file_path.removeprefix("file://") for task in current.scan().plan_files()}
 
 
 def snapshots(warehouse: Warehouse, table: str) -> int:
@@ -168,7 +180,14 @@ class Interleaved(Warehouse):
         return got
 
 
-def test_a_second_historian_committing_between_check_and_append_makes_the_batch_reread(catalog_uri):
+@pytest.mark.parametrize("staged", [False, True], ids=["written-by-committer", "staged"])
+def test_a_second_historian_committing_between_check_and_append_makes_the_batch_reread(catalog_uri, staged,
+                                                                                       monkeypatch):
+    """Also with the fills' files written before the commit (staged): the refused append named
+    them in no metadata; the retry appends b's as written, writes a's new half itself and
+    deletes a's staged file."""
+    if staged:
+        monkeypatch.setattr(warehouse_module, "STAGED_FILL_ROWS", 10)
     other_warehouse = Warehouse(open_catalog(catalog_uri), maintenance=MaintenancePolicy(auto=False))
     other = Historian(other_warehouse)
     a, b = TICKERS[0], TICKERS[1]
@@ -195,6 +214,8 @@ def test_a_second_historian_committing_between_check_and_append_makes_the_batch_
         assert stored(check, a, 3600) == [SEED_START] + list(range(SEED_START + DAY, SEED_START + 4 * DAY, H))
         assert stored(check, b, 3600) == [SEED_START] + list(range(SEED_START + DAY, SEED_START + 3 * DAY, H))
         assert check.read_coverage(a, 3600) == [(SEED_START, SEED_START + H), (SEED_START + DAY, SEED_START + 4 * DAY)]
+        for table in ("ohlc", "coverage"):  # no file left that no snapshot names
+            assert parquet_on_disk(catalog_uri, table) == referenced(check, table), table
     finally:
         check.close()
 

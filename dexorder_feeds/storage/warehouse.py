@@ -763,7 +763,7 @@ class Warehouse:
             for files in staged:
                 files.offered = True  # from here on, an attempt may have committed them
             try:
-                append_staging_once(table, rows, [data_file for files in staged for data_file in files.files])
+                _append_or_clean_up(table, rows, [data_file for files in staged for data_file in files.files])
             except (CommitFailedException, ValidationException):
                 for files in staged:  # refused whole by the catalog: no metadata names them
                     files.offered = False
@@ -783,7 +783,7 @@ class Warehouse:
             recorded[fill.key] += [(row["start_time"], row["end_time"]) for row in mine]
             rows += mine
         if rows:
-            append_staging_once(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+            _append_or_clean_up(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
             self._after_commit(COVERAGE_TABLE, table, *sorted({(r["ticker"], r["period_seconds"]) for r in rows}))
         return [None] * len(batch)
 
@@ -876,6 +876,27 @@ def _add_missing_columns(table: Any, name: str, conflict: type[Exception]) -> No
                         "reads go on without them, open the warehouse once with write access to add them",
                         name, ", ".join(wanted), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return
+
+
+def _append_or_clean_up(table: Any, rows: pa.Table | None, files: Sequence[Any] = ()) -> None:
+    """Append ``rows`` (written here as data files first) and the data files ``files`` in one
+    snapshot. If the catalog refuses the commit (a conflict: the retry recomputes and writes
+    again), the files written here are deleted: no metadata names them (``table.append`` would
+    leave them behind on every conflict)."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    written = write_data_files(table, rows) if rows is not None and rows.num_rows else []
+    if not written and not files:
+        return
+    try:
+        append_staging_once(table, None, [*written, *files])
+    except (CommitFailedException, ValidationException):
+        for data_file in written:
+            try:
+                table.io.delete(data_file.file_path)
+            except Exception as exc:  # noqa: BLE001 - an unreferenced file left behind
+                log.debug("could not delete %s after a refused commit: %s", data_file.file_path, exc)
+        raise
 
 
 def _gave_up(exc: BaseException) -> bool:
