@@ -15,7 +15,8 @@ to check.
   read its files; otherwise the reader hands the read back to pyiceberg's scan.
 - :func:`append_staging_once`: ``table.append`` through a ``Transaction`` that works out its
   staged metadata once per change (pyiceberg 0.12 deep-copies the whole table metadata on each
-  of ~20 looks per append).
+  of ~20 looks per append); :func:`write_data_files` and :func:`append_files_staging_once`
+  split it in two: data files written first (by any thread), then one snapshot adding them.
 - :func:`install_parquet_encodings`: per-column Parquet encodings from two table properties of
   ours (pyiceberg's writer passes pyarrow no ``column_encoding``); a table without them is
   written exactly as pyiceberg would.
@@ -34,6 +35,7 @@ from typing import Any
 __all__ = [
     "PlannedFile", "SnapshotPlan", "SqlMetadataLocations", "table_from_metadata", "plan_snapshot",
     "plan_appends", "MAX_INCREMENTAL_STEPS", "install_parquet_encodings", "append_staging_once",
+    "append_files_staging_once", "write_data_files",
 ]
 
 MAX_INCREMENTAL_STEPS = 32
@@ -268,7 +270,7 @@ def install_parquet_encodings() -> bool:
 def write_data_files(table: Any, data: Any) -> list[Any]:
     """``data`` (an Arrow table in ``table``'s schema) written as data files of ``table``, as
     ``table.append`` would write them, without committing: the ``DataFile`` entries an append
-    can add later (see :func:`append_staging_once`)."""
+    can add later (see :func:`append_files_staging_once`)."""
     from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
 
     metadata = table.metadata
@@ -277,29 +279,22 @@ def write_data_files(table: Any, data: Any) -> list[Any]:
     return list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
 
 
-def append_staging_once(table: Any, data: Any, files: Sequence[Any] = ()) -> None:
+def append_staging_once(table: Any, data: Any) -> None:
     """``table.append(data)``, through a ``Transaction`` that works out its staged metadata once
     per change instead of on every look: pyiceberg 0.12 deep-copies the whole table metadata
     (every snapshot) each time ``Transaction.table_metadata`` is read, about 20 times per
     append, which was ~40% of a commit's time here. The metadata models are frozen, so the one
-    copy can be shared. ``files``: data files written earlier (:func:`write_data_files`) that
-    the same snapshot adds; ``data`` may then be None."""
-    transaction_type = _memo_transaction_type()
-    with transaction_type(table) as transaction:
-        if not files:
-            transaction.append(data)
-            return
-        from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+    copy can be shared."""
+    with _memo_transaction_type()(table) as transaction:
+        transaction.append(data)
 
-        metadata = transaction.table_metadata
-        # The snapshot producer table.append would use (fast or merging, by table property).
+
+def append_files_staging_once(table: Any, files: Sequence[Any]) -> None:
+    """One snapshot adding the data files ``files`` (written by :func:`write_data_files`), made
+    as :func:`append_staging_once` makes an append: the same transaction, and the snapshot
+    producer ``table.append`` would use (fast or merging, by table property)."""
+    with _memo_transaction_type()(table) as transaction:
         with transaction._append_snapshot_producer({}) as append_files:
-            if data is not None and data.num_rows:
-                _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=data.schema,
-                                                 format_version=metadata.format_version)
-                for data_file in _dataframe_to_data_files(table_metadata=metadata, write_uuid=append_files.commit_uuid,
-                                                          df=data, io=table.io):
-                    append_files.append_data_file(data_file)
             for data_file in files:
                 append_files.append_data_file(data_file)
 

@@ -28,7 +28,7 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
-from ._pyiceberg_shortcuts import append_staging_once, install_parquet_encodings, write_data_files
+from ._pyiceberg_shortcuts import append_files_staging_once, install_parquet_encodings, write_data_files
 from .reader import shared_reader
 from .schema import (
     ADDED_COLUMNS,
@@ -889,7 +889,7 @@ def _append_or_clean_up(table: Any, rows: pa.Table | None, files: Sequence[Any] 
     if not written and not files:
         return
     try:
-        append_staging_once(table, None, [*written, *files])
+        append_files_staging_once(table, [*written, *files])
     except (CommitFailedException, ValidationException):
         for data_file in written:
             try:
