@@ -678,7 +678,10 @@ class Warehouse:
                     log.debug("could not delete the unused staged file %s: %s", data_file.file_path, exc)
 
     def _checked_fill(self, fill: Fill) -> Fill:
-        """``fill`` with its candles in the table's candle schema, or a :class:`DataError`."""
+        """``fill`` with its candles in the table's candle schema, or a :class:`DataError`
+        (a staged fill was checked when it was staged: returned as it is)."""
+        if fill.staged is not None:
+            return fill
         candles = fill.candles
         try:
             candles = candles.select(list(CANDLE_COLUMNS)).cast(candle_arrow_schema())
@@ -692,7 +695,7 @@ class Warehouse:
             bounds = pc.min_max(candles["timestamp"])
             if bounds["min"].as_py() < fill.interval[0] or bounds["max"].as_py() >= fill.interval[1]:
                 raise DataError(f"a fill of {fill.ticker} holds candles outside its interval {fill.interval}")
-        return Fill(fill.ticker, fill.period_seconds, fill.interval, candles, fill.coverage_rows, fill.staged)
+        return Fill(fill.ticker, fill.period_seconds, fill.interval, candles, fill.coverage_rows)
 
     def _batched(self, items: list[tuple[int, Fill]], action: str,
                  attempt: Callable[[list[tuple[int, Fill]]], list[R]]) -> dict[int, R | BaseException]:
