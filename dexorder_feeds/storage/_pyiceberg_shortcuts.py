@@ -270,13 +270,113 @@ def install_parquet_encodings() -> bool:
 def write_data_files(table: Any, data: Any) -> list[Any]:
     """``data`` (an Arrow table in ``table``'s schema) written as data files of ``table``, as
     ``table.append`` would write them, without committing: the ``DataFile`` entries an append
-    can add later (see :func:`append_files_staging_once`)."""
-    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+    can add later (see :func:`append_files_staging_once`).
+
+    Two of pyiceberg 0.12's steps are done faster, with the same outcome: the schema check is
+    done once per table schema and Arrow schema (pyiceberg's builds a ``rich`` table of every
+    field on each write, ~10 ms, and imports ``rich`` on the first); and a table partitioned by
+    identity transforms only (every table of ours) is split into its partitions with one sort
+    instead of one filter of the whole table per partition (~3 ms each). Files are then written
+    by pyiceberg's own ``write_file``, as an append writes them."""
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
     metadata = table.metadata
-    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=data.schema,
-                                     format_version=metadata.format_version)
-    return list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
+    _check_schema_once(metadata, data.schema)
+    split = _identity_partitions(metadata, data)
+    if split is None:  # another transform: pyiceberg splits it
+        return list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
+    return _write_partitions(table, split)
+
+
+_schema_checks: dict[tuple[Any, ...], bool] = {}
+_schema_checks_lock = threading.Lock()
+
+
+def _check_schema_once(metadata: Any, arrow_schema: Any) -> None:
+    """pyiceberg's write-time schema check, remembered per table schema and Arrow schema (a
+    failed check raises every time)."""
+    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
+
+    schema = metadata.schema()
+    # the Arrow schema by its IPC bytes: older pyarrow cannot hash a schema with metadata
+    key = (str(metadata.table_uuid), schema.schema_id, metadata.format_version, arrow_schema.serialize().to_pybytes())
+    if key in _schema_checks:
+        return
+    _check_pyarrow_schema_compatible(schema, provided_schema=arrow_schema, format_version=metadata.format_version)
+    with _schema_checks_lock:
+        if len(_schema_checks) >= 256:
+            _schema_checks.clear()
+        _schema_checks[key] = True
+
+
+def _identity_partitions(metadata: Any, data: Any) -> list[tuple[Any, Any]] | None:
+    """``data`` split into ``(PartitionKey, rows)`` per partition of the table's spec, rows in
+    their order within each; None when a partition field is not an identity transform of a
+    top-level column (pyiceberg's own split handles those)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+    from pyiceberg.transforms import IdentityTransform
+
+    spec, schema = metadata.spec(), metadata.schema()
+    if spec.is_unpartitioned():
+        return [(None, data)]
+    names = []
+    for field in spec.fields:
+        name = schema.find_column_name(field.source_id)
+        if not isinstance(field.transform, IdentityTransform) or name is None or name not in data.column_names:
+            return None
+        names.append(name)
+    if data.num_rows == 0:
+        return []
+    codes = np.zeros(data.num_rows, dtype=np.int64)
+    dictionaries = []
+    for name in names:
+        encoded = pc.dictionary_encode(data[name].combine_chunks(), null_encoding="encode")
+        dictionaries.append(encoded.dictionary)
+        codes = codes * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
+    uniques, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(uniques)))])
+    out = []
+    for group in np.argsort(first, kind="stable"):  # partitions in the order they first occur
+        row = int(first[group])
+        values = [PartitionFieldValue(field=field, value=data[name][row].as_py())
+                  for field, name in zip(spec.fields, names, strict=True)]
+        rows = order[bounds[group]:bounds[group + 1]]
+        part = data.slice(row, len(rows)) if rows[-1] - rows[0] == len(rows) - 1 else data.take(pa.array(rows))
+        out.append((PartitionKey(field_values=values, partition_spec=spec, schema=schema), part.combine_chunks()))
+    return out
+
+
+def _write_partitions(table: Any, split: list[tuple[Any, Any]]) -> list[Any]:
+    """The data files of ``split`` (as :func:`_identity_partitions` gives it), bin-packed and
+    written by pyiceberg's ``write_file`` as ``_dataframe_to_data_files`` does."""
+    import itertools
+    import uuid
+
+    from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
+    from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, TableProperties, WriteTask
+    from pyiceberg.utils.config import Config
+    from pyiceberg.utils.properties import property_as_int
+
+    if not split:
+        return []
+    metadata = table.metadata
+    target = property_as_int(metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    assert target is not None  # the default is a number
+    task_schema = pyarrow_to_schema(
+        split[0][1].schema, name_mapping=metadata.schema().name_mapping,
+        downcast_ns_timestamp_to_us=Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False,
+        format_version=metadata.format_version)
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    tasks = [WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key,
+                       schema=task_schema)
+             for key, rows in split if rows.num_rows
+             for batches in bin_pack_arrow_table(rows, target)]
+    return list(write_file(io=table.io, table_metadata=metadata, tasks=iter(tasks)))
 
 
 def append_staging_once(table: Any, data: Any) -> None:
