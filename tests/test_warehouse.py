@@ -32,6 +32,59 @@ def test_ensure_tables_is_idempotent_across_warehouse_objects(warehouse):
     assert len(warehouse.catalog.list_tables("trading")) == 3
 
 
+class CommitsInBetween(Warehouse):
+    """A warehouse that, the first time it loads ``table`` for a write, lets ``other`` (a
+    warehouse on a catalog opened apart: another process) commit to it first."""
+
+    def __init__(self, *args, table: str, other, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.table, self.other, self.done = table, other, False
+
+    def _tables(self, *names):
+        got = super()._tables(*names)
+        if not self.done and names == (self.table,):
+            self.done = True
+            self.other()
+        return got
+
+
+@pytest.mark.parametrize("table", ["ohlc", "coverage", "markets"])
+def test_a_direct_commit_refused_for_a_conflict_leaves_no_data_file(catalog_uri, table):
+    """``append_new_candles``, ``record_coverage`` and ``write_market`` each commit once more after
+    the conflict, and the files of the refused attempt are gone (only files a snapshot names)."""
+    from dexorder_feeds.storage.maintenance import MANUAL
+    from dexorder_feeds.vocabulary.markets import MarketInfo
+
+    from test_group_commit import parquet_on_disk, referenced
+    from test_pyiceberg_shortcuts import candles
+
+    apart = Warehouse(open_catalog(catalog_uri, cache=False), maintenance=MANUAL)
+    apart.ensure_tables()
+    ticker = "SIM:BTC/USDT"
+    stamps = [SEED_START + i * H for i in range(24)]
+    others = {
+        "ohlc": lambda: apart.append_new_candles(ticker, 3600, (stamps[0], stamps[12]), candles(ticker, stamps[:12])),
+        "coverage": lambda: apart.record_coverage(ticker, 3600, (stamps[0], stamps[12]), 12, "apart"),
+        "markets": lambda: apart.write_market(MarketInfo("SIM:ETH/USDT", 2, 4), "sim"),
+    }
+    mine = CommitsInBetween(open_catalog(catalog_uri), maintenance=MANUAL, table=table, other=others[table])
+    mine.ensure_tables()
+    if table == "ohlc":
+        assert mine.append_new_candles(ticker, 3600, (stamps[0], stamps[-1] + H), candles(ticker, stamps)) == (12, 24)
+    elif table == "coverage":
+        mine.record_coverage(ticker, 3600, (stamps[12], stamps[-1] + H), 12, "mine")
+        assert mine.read_coverage(ticker, 3600) == [(stamps[0], stamps[-1] + H)]
+    else:
+        assert mine.write_market(MarketInfo(ticker, 1, 3), "sim") == MarketInfo(ticker, 1, 3)
+        assert mine.read_market("SIM:ETH/USDT") == MarketInfo("SIM:ETH/USDT", 2, 4)
+    assert mine.done
+    check = Warehouse(open_catalog(catalog_uri, cache=False), maintenance=MANUAL)
+    assert len(check.load_table(table).metadata.snapshots) == 2  # the other's commit, then ours
+    assert parquet_on_disk(catalog_uri, table) == referenced(check, table)
+    for wh in (apart, mine, check):
+        wh.close()
+
+
 def test_reads_prune_to_one_partition_and_the_range(warehouse):
     historian = Historian(warehouse)
     for ticker in ("SIM:BTC/USDT", "SIM:ETH/USDT"):

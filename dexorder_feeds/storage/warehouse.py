@@ -537,7 +537,7 @@ class Warehouse:
                   "updated_at": time.time_ns() // 1000}],
                 schema=table.schema().as_arrow(),
             )
-            table.append(row)
+            _append_or_clean_up(table, row)
             self._after_commit(MARKETS_TABLE, table, ())
             return market
 
@@ -564,7 +564,7 @@ class Warehouse:
                 fresh = candles.filter(pc.invert(pc.is_in(candles["timestamp"], value_set=stored["timestamp"])))
             if fresh.num_rows == 0:
                 return 0, stored.num_rows
-            table.append(fresh.sort_by("timestamp").cast(table.schema().as_arrow()))
+            _append_or_clean_up(table, fresh.sort_by("timestamp").cast(table.schema().as_arrow()))
             self._after_commit(CANDLES_TABLE, table, (ticker, period_seconds))
             return fresh.num_rows, stored.num_rows + fresh.num_rows
 
@@ -592,7 +592,7 @@ class Warehouse:
                               source=part.source, fingerprint=fingerprint) for part in rows],
                 schema=table.schema().as_arrow(),
             )
-            table.append(row)
+            _append_or_clean_up(table, row)
             self._after_commit(COVERAGE_TABLE, table, (ticker, period_seconds))
 
         self.commit(f"recording coverage of {ticker}", attempt)
