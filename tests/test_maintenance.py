@@ -258,7 +258,7 @@ def test_tables_of_an_older_version_get_the_current_properties(catalog_uri):
     table = warehouse.load_table("ohlc")
     table.transaction().remove_properties("write.parquet.row-group-limit").commit_transaction()
     assert "write.parquet.row-group-limit" not in warehouse.load_table("ohlc").properties
-    again = Warehouse(open_catalog(catalog_uri), maintenance=MANUAL)
+    again = Warehouse(open_catalog(catalog_uri, cache=False), maintenance=MANUAL)
     again.ensure_tables()
     assert again.load_table("ohlc").properties["write.parquet.row-group-limit"] == str(ROW_GROUP_ROWS)
     for name in ("ohlc", "coverage", "markets"):

@@ -32,6 +32,34 @@ def test_ensure_tables_is_idempotent_across_warehouse_objects(warehouse):
     assert len(warehouse.catalog.list_tables("trading")) == 3
 
 
+def test_warehouses_on_one_catalog_look_the_tables_up_once_per_process(catalog_uri, monkeypatch):
+    """Many clients in one process (one catalog object): the first warehouse creates or checks
+    the tables, the others do not look them up again; a catalog opened apart (another machine,
+    ``cache=False``) still checks them itself."""
+    first = Warehouse(open_catalog(catalog_uri))
+    first.ensure_tables()
+    looks: list[object] = []
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    monkeypatch.setattr(SqlCatalog, "load_table", _counting(SqlCatalog.load_table, looks))
+    second = Warehouse(open_catalog(catalog_uri))
+    assert second.catalog is first.catalog
+    second.ensure_tables()
+    assert looks == []
+    apart = Warehouse(open_catalog(catalog_uri, cache=False))
+    apart.ensure_tables()
+    assert len(looks) == 3  # ohlc, markets, coverage
+    for wh in (first, second, apart):
+        wh.close()
+
+
+def _counting(method, calls: list[object]):
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return method(*args, **kwargs)
+    return counted
+
+
 class CommitsInBetween(Warehouse):
     """A warehouse that, the first time it loads ``table`` for a write, lets ``other`` (a
     warehouse on a catalog opened apart: another process) commit to it first."""

@@ -176,6 +176,7 @@ class TableReader:
         self._generation = 0
         self._view: _SharedView | None = None  # the newest tables loaded within the bound (REST)
         self._view_seq = 0
+        self.tables_ensured = False  # set by the first Warehouse.ensure_tables through this reader
 
     # -- tables ---------------------------------------------------------------------------
     def metadata_locations(self) -> dict[str, str] | None:

@@ -216,11 +216,15 @@ class Warehouse:
     # -- setup ---------------------------------------------------------------------------
     def ensure_tables(self) -> None:
         """Create the namespace and tables if missing (idempotent, safe under races), and give
-        tables created by an older version the current table properties."""
-        if self._ensured:
+        tables created by an older version the current table properties. Once per process for
+        a catalog object and namespace: the warehouses sharing its reader share this too (many
+        clients in one process do not each look the tables up again)."""
+        if self._ensured or self.reader.tables_ensured:
+            self._ensured = True
             return
         with self._ensure_lock, translate_errors(f"creating Iceberg namespace {self.namespace!r}", self.catalog.properties):
-            if self._ensured:
+            if self._ensured or self.reader.tables_ensured:
+                self._ensured = True
                 return
             from pyiceberg.exceptions import (
                 CommitFailedException,
@@ -257,7 +261,7 @@ class Warehouse:
                     with contextlib.suppress(CommitFailedException):  # another process is doing it
                         table.transaction().set_properties(missing).commit_transaction()
                 _add_missing_columns(table, name, CommitFailedException)
-            self._ensured = True
+            self._ensured = self.reader.tables_ensured = True
 
     def load_table(self, name: str) -> Any:
         """A freshly loaded ``Table`` for the calling thread only."""
