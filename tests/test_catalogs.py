@@ -266,6 +266,39 @@ def test_a_commit_on_a_stale_table_is_retried_on_a_fresh_one(catalog_server, cap
         historian.warehouse.close()
 
 
+def test_a_commit_reads_no_metadata_file_while_its_table_is_current_and_is_refused_on_a_stale_one(catalog_server,
+                                                                                                monkeypatch):
+    """A commit checks its requirements against the table it was made from when the catalog
+    still names that table's metadata file (no load and parse of it again); a table another
+    commit moved on is still refused, and nothing of the refused commit is visible."""
+    import pyarrow as pa
+    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.serializers import FromInputFile
+
+    from dexorder_feeds.storage._pyiceberg_shortcuts import append_staging_once
+
+    warehouse = catalog_server.open_warehouse(cache=False)
+    warehouse.ensure_tables()
+    stale, current = warehouse.load_table("markets"), warehouse.load_table("markets")
+    parsed: list[object] = []
+    parse = FromInputFile.table_metadata
+    monkeypatch.setattr(FromInputFile, "table_metadata",
+                        staticmethod(lambda *args, **kwargs: parsed.append(args) or parse(*args, **kwargs)))
+
+    def market(ticker: str) -> pa.Table:
+        return pa.Table.from_pylist([{"ticker": ticker, "price_decimals": 2, "volume_decimals": 4, "source": "t",
+                                      "updated_at": 1}], schema=current.schema().as_arrow())
+
+    append_staging_once(current, market("SIM:A/USDT"))
+    assert parsed == []
+    with pytest.raises(CommitFailedException):
+        append_staging_once(stale, market("SIM:B/USDT"))
+    monkeypatch.undo()
+    rows = catalog_server.open_warehouse(cache=False).load_table("markets").scan().to_arrow()
+    assert rows["ticker"].to_pylist() == ["SIM:A/USDT"]
+    warehouse.close()
+
+
 # -- where catalog properties come from ---------------------------------------------------------
 def test_properties_from_pyiceberg_environment_variables(seaweedfs_server, tmp_path, monkeypatch):
     """A pyiceberg user's PYICEBERG_CATALOG__DEXORDER__… variables configure the REST catalog;

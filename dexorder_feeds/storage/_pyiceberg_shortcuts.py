@@ -7,6 +7,8 @@ to check.
 
 - :class:`SqlMetadataLocations`: the current ``metadata_location`` of every table, straight from
   a SQL catalog's ``iceberg_tables`` (instead of one ``load_table`` per table and read).
+- :func:`current_metadata_location`: one table's current ``metadata_location`` the same way, for
+  a commit that checks the table it holds is still current (instead of loading it again).
 - :func:`table_from_metadata`: a ``Table`` wrapped around metadata already parsed (instead of
   reading and parsing the metadata file again for another thread).
 - :func:`plan_snapshot` / :func:`plan_appends`: a snapshot's live data files with their column
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "PlannedFile", "SnapshotPlan", "SqlMetadataLocations", "table_from_metadata", "plan_snapshot",
+    "PlannedFile", "SnapshotPlan", "SqlMetadataLocations", "current_metadata_location", "table_from_metadata", "plan_snapshot",
     "plan_appends", "MAX_INCREMENTAL_STEPS", "install_parquet_encodings", "append_staging_once",
     "append_files_staging_once", "write_data_files",
 ]
@@ -150,6 +152,22 @@ class SqlMetadataLocations:
             held = (os.getpid(), connection)
             self._local.dbapi = held
         return held[1]
+
+
+_LOCATIONS_ATTRIBUTE = "_dexorder_feeds_locations"  # of a SQL catalog object: namespace -> SqlMetadataLocations
+_locations_lock = threading.Lock()
+
+
+def current_metadata_location(catalog: Any, identifier: tuple[str, ...]) -> str | None:
+    """The ``metadata_location`` a SQL catalog names now for the table ``identifier`` (None if
+    it names none), read as :meth:`SqlMetadataLocations.read` reads them."""
+    namespace, name = ".".join(identifier[:-1]), identifier[-1]
+    with _locations_lock:
+        by_namespace = catalog.__dict__.setdefault(_LOCATIONS_ATTRIBUTE, {})
+        locations = by_namespace.get(namespace)
+        if locations is None:
+            locations = by_namespace[namespace] = SqlMetadataLocations(catalog, namespace)
+    return (locations.read() or {}).get(name)
 
 
 def table_from_metadata(catalog: Any, identifier: Any, metadata: Any, location: str, io: Any) -> Any:
