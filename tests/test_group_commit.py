@@ -296,3 +296,21 @@ def test_a_repeat_of_a_recorded_range_adds_no_coverage_row_even_within_a_batch(q
         futures = [quiet.submit_fill(f) for f in again]
     assert [f.result(60) for f in futures] == [(0, 24)] * 3
     assert historian_rows == [] and snapshots(quiet, "coverage") == coverage_before
+
+
+def test_markets_queued_while_the_committer_works_are_stored_in_one_commit(quiet):
+    """New markets of several fills (each fill waits for its market's decimals) share one
+    commit; the first queued of a ticker wins, and a market stored before stays as it was."""
+    from dexorder_feeds.vocabulary.markets import MarketInfo
+
+    assert quiet.write_market(MarketInfo("SIM:OLD/USDT", 1, 1), "sim") == MarketInfo("SIM:OLD/USDT", 1, 1)
+    wanted = [MarketInfo("SIM:A/USDT", 2, 4), MarketInfo("SIM:B/USDT", 3, 5), MarketInfo("SIM:A/USDT", 6, 6),
+              MarketInfo("SIM:OLD/USDT", 7, 7)]
+    with Held(quiet):
+        futures = [quiet.committer.submit_market(market, "sim") for market in wanted]
+    got = [future.result(30) for future in futures]
+    assert got == [MarketInfo("SIM:A/USDT", 2, 4), MarketInfo("SIM:B/USDT", 3, 5), MarketInfo("SIM:A/USDT", 2, 4),
+                   MarketInfo("SIM:OLD/USDT", 1, 1)]
+    assert snapshots(quiet, "markets") == 2  # the one before, and one for both new markets
+    assert quiet.read_market("SIM:A/USDT") == MarketInfo("SIM:A/USDT", 2, 4)
+    assert quiet.read_market("SIM:B/USDT") == MarketInfo("SIM:B/USDT", 3, 5)

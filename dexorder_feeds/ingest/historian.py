@@ -407,7 +407,8 @@ class Historian:
         if market is None and not frame.empty:
             # An empty answer says nothing about the market's precision: store decimals
             # only with the first candles, so files added later are not held to 0/0.
-            market = self.warehouse.committer.submit(self.warehouse.write_market, source_market, source.name).result()
+            # stored with the other markets queued meanwhile, in one commit
+            market = self.warehouse.committer.submit_market(source_market, source.name).result()
             if market != source_market:  # another writer stored the market first
                 scaled = scale(market)
         if fetch_period != valid.period_seconds:  # exact, on integers; incomplete periods give none

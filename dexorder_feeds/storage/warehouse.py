@@ -529,23 +529,31 @@ class Warehouse:
 
     def write_market(self, market: MarketInfo, source: str) -> MarketInfo:
         """Store a market's decimals if none are stored; return the stored ones."""
+        (stored,) = self.write_markets([(market, source)])
+        return stored
 
-        def attempt() -> MarketInfo:
+    def write_markets(self, markets: Sequence[tuple[MarketInfo, str]]) -> list[MarketInfo]:
+        """Store the decimals of each ``(market, source)`` whose ticker has none stored, in one
+        commit; return, for each, the decimals stored now (the first of a ticker's wins)."""
+
+        def attempt() -> list[MarketInfo]:
             (table,) = self._tables(MARKETS_TABLE)
-            stored = self._markets_in(table).get(market.ticker)
-            if stored is not None:
-                return stored
-            row = pa.Table.from_pylist(
-                [{"ticker": market.ticker, "price_decimals": market.price_decimals,
-                  "volume_decimals": market.volume_decimals, "source": source,
-                  "updated_at": time.time_ns() // 1000}],
-                schema=table.schema().as_arrow(),
-            )
-            _append_or_clean_up(table, row)
-            self._after_commit(MARKETS_TABLE, table, ())
-            return market
+            stored = self._markets_in(table)
+            now = time.time_ns() // 1000
+            rows = []
+            for market, source in markets:
+                if market.ticker not in stored:
+                    stored[market.ticker] = market
+                    rows.append({"ticker": market.ticker, "price_decimals": market.price_decimals,
+                                 "volume_decimals": market.volume_decimals, "source": source, "updated_at": now})
+            if rows:
+                _append_or_clean_up(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+                self._after_commit(MARKETS_TABLE, table, ())
+            return [stored[market.ticker] for market, _ in markets]
 
-        return self.commit(f"storing market {market.ticker}", attempt)
+        tickers = sorted({market.ticker for market, _ in markets})
+        return self.commit(f"storing market {tickers[0]}" if len(tickers) == 1 else f"storing {len(tickers)} markets",
+                           attempt)
 
     def append_new_candles(
         self, ticker: str, period_seconds: int, interval: Interval, candles: pa.Table
@@ -927,6 +935,7 @@ class Committer:
             max_workers=1, thread_name_prefix=f"dexorder-committer-{warehouse.namespace}"
         )
         self._fills: deque[tuple[Fill, concurrent.futures.Future[tuple[int, int]]]] = deque()
+        self._markets: deque[tuple[MarketInfo, str, concurrent.futures.Future[MarketInfo]]] = deque()
         self._lock = threading.Lock()
         self.closed = False
         self.batches = 0  # fill batches committed, for tests and logs
@@ -946,6 +955,35 @@ class Committer:
                 self._fills.pop()
                 raise
         return future
+
+    def submit_market(self, market: MarketInfo, source: str) -> concurrent.futures.Future[MarketInfo]:
+        """Queue a market to store (:meth:`Warehouse.write_market`); it is stored with every
+        other market queued when the committer gets to it, in one commit."""
+        future: concurrent.futures.Future[MarketInfo] = concurrent.futures.Future()
+        with self._lock:
+            self._markets.append((market, source, future))
+            try:
+                self._executor.submit(self._drain_markets)
+            except RuntimeError:
+                self._markets.pop()
+                raise
+        return future
+
+    def _drain_markets(self) -> None:
+        with self._lock:
+            batch = list(self._markets)
+            self._markets.clear()
+        batch = [item for item in batch if item[2].set_running_or_notify_cancel()]
+        if not batch:
+            return
+        try:
+            stored = self._warehouse.write_markets([(market, source) for market, source, _ in batch])
+        except BaseException as exc:  # every waiting fill hears of it
+            for _, _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, _, future), market in zip(batch, stored):
+            future.set_result(market)
 
     def _drain(self) -> None:
         """Commit every fill queued now as one batch (none left: an earlier drain took them)."""
