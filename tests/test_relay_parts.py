@@ -279,6 +279,58 @@ def test_requests_released_together_store_each_candle_once(warehouse):
     assert warehouse.read_coverage(SEED_TICKER, 3600) == [(SEED_START, SEED_START + 120 * H)]
 
 
+def test_a_request_overlapping_a_running_one_fetches_the_rest_of_its_range_at_once(warehouse, monkeypatch):
+    """While the first request's source call is held, the second (overlapping its end) already
+    asks the source for the part the first does not cover; its notification comes after the
+    first's, with all its candles, and no candle was asked for or stored twice."""
+    import threading
+
+    from dexorder_feeds.ingest.sources.sim import SimulatedSource
+
+    held = threading.Event()
+    asked: list[tuple[int, int]] = []
+    fetch = SimulatedSource.fetch_candles
+
+    def gated(self, ticker, period_seconds, start, stop):
+        asked.append((start, stop))
+        if start == SEED_START:  # the first request's call waits until the test lets it go
+            assert held.wait(30)
+        return fetch(self, ticker, period_seconds, start, stop)
+
+    monkeypatch.setattr(SimulatedSource, "fetch_candles", gated)
+    published: list[Notification] = []
+
+    async def publish(notification: Notification) -> None:
+        published.append(notification)
+
+    async def main() -> None:
+        scheduler = Scheduler(Historian(warehouse), workers=4, results=ResultCache(), publish=publish)
+        try:
+            scheduler.submit(history_request("first", SEED_START, SEED_START + 48 * H - 1), received=0.0)
+            await asyncio.sleep(0.2)  # the first is in its source call
+            scheduler.submit(history_request("second", SEED_START + 24 * H, SEED_START + 96 * H - 1, "bob"),
+                             received=0.0)
+            for _ in range(100):  # the second's own part is asked for while the first is held
+                if len(asked) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert asked == [(SEED_START, SEED_START + 48 * H), (SEED_START + 48 * H, SEED_START + 96 * H)]
+            assert published == []  # the second waits for the first
+            held.set()
+            await asyncio.gather(*scheduler.running())
+        finally:
+            held.set()
+            scheduler.close()
+
+    asyncio.run(main())
+    assert [(n.request_id, n.row_count, n.status) for n in published] == [
+        ("first", 48, Notification.OK), ("second", 72, Notification.OK)]
+    assert len(asked) == 2  # the second's own run found its whole range stored
+    stamps = warehouse.read_candles(SEED_TICKER, 3600, (0, 2**62))[0]["timestamp"].to_pylist()
+    assert stamps == list(range(SEED_START, SEED_START + 96 * H, H))
+    assert warehouse.read_coverage(SEED_TICKER, 3600) == [(SEED_START, SEED_START + 96 * H)]
+
+
 def history_request(request_id: str, start: int = SEED_START, end: int = SEED_END,
                     client_id: str = "alice") -> HistoryRequest:
     return HistoryRequest(request_id=request_id, client_id=client_id, ticker=SEED_TICKER, period_seconds=3600,

@@ -1,14 +1,16 @@
 """Running accepted requests: a pool of historian threads, one run per ``request_id``,
-overlapping ranges of one ticker and period one after the other, and the workers shared fairly
+overlapping ranges of one ticker and period fetched once, and the workers shared fairly
 between clients (round-robin by ``client_id``: one client's backlog does not hold up another's
 request).
 
-A request whose range overlaps one that came first and is running waits (holding no worker)
-until that one is done, then finds its candles stored and only fetches and commits what is
-left: under many clients asking for overlapping windows most candles are fetched once. It does
-not wait for one that is itself waiting (no chains of waits); overlapping requests released
-together may fetch a shared part twice, and the committer stores each candle once. A worker is
-free again once its fill is queued for the committer (group commit).
+A request whose range overlaps running ones fetches at once only the parts of its range no
+running request covers (each part runs as a request of its own, seen by later requests as
+running), waits for those running requests and its parts, then runs whole: its candles are
+stored by then, so that run only counts them (or fetches what a failed one left). Under many
+clients asking for overlapping windows most candles are fetched once, and a request waits for
+one round of commits, not for the overlapping request's round and then its own. It does not
+wait for one that is itself waiting (no chains of waits). A worker is free again once its fill
+is queued for the committer (group commit).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..ingest.historian import Historian
+from ..vocabulary.ranges import candle_interval, merge_intervals, subtract_intervals
 from ..vocabulary.errors import RelayUnavailableError
 from ..wire import HistoryRequest, Notification, put_warehouse
 from ..wire.errors import wire_name
@@ -55,6 +58,11 @@ class OverlapQueue:
         """How many (ticker, period) pairs have requests queued or running."""
         return len(self._by_key)
 
+    def earlier_items(self, key: tuple[str, int], start: int, end: int) -> list[_Running]:
+        """The running requests for ``key`` whose range meets ``[start, end]`` (see :meth:`earlier`)."""
+        return [item for item in self._by_key.get(key, [])
+                if item.running and item.start <= end and start <= item.end]
+
     def earlier(self, key: tuple[str, int], start: int, end: int) -> list[asyncio.Task[None]]:
         """The tasks of the running requests for ``key`` whose range meets ``[start, end]``.
 
@@ -63,8 +71,7 @@ class OverlapQueue:
         before (under many overlapping windows such a chain grew to a dozen commits long).
         Requests that stop waiting at the same moment may fetch a shared part twice; the
         committer's duplicate check stores each candle once."""
-        return [item.task for item in self._by_key.get(key, [])
-                if item.running and item.start <= end and start <= item.end]
+        return [item.task for item in self.earlier_items(key, start, end)]
 
     def add(self, key: tuple[str, int], start: int, end: int, task: asyncio.Task[None], *,
             running: bool = True) -> _Running:
@@ -179,12 +186,20 @@ class Scheduler:
         """Queue ``request`` (received at ``perf_counter()`` time ``received``) behind the
         overlapping ones that came first. Its ``request_id`` must not be in flight already."""
         key = (request.ticker, request.period_seconds)
-        earlier = self._overlaps.earlier(key, request.start_time, request.end_time)
-        entry: list[_Running] = []  # filled below, before the task first runs
-        task = asyncio.get_running_loop().create_task(self._run(request, received, earlier, entry),
-                                                      name=f"relay-request-{request.request_id}")
+        running = self._overlaps.earlier_items(key, request.start_time, request.end_time)
+        waits_for = [item.task for item in running]  # and the parts below, before the task first runs
+        entry: list[_Running] = []
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run(request, received, waits_for, entry),
+                                name=f"relay-request-{request.request_id}")
         self._in_flight[request.request_id] = task
-        entry.append(self._overlaps.add(key, request.start_time, request.end_time, task, running=not earlier))
+        entry.append(self._overlaps.add(key, request.start_time, request.end_time, task, running=not running))
+        if running and not request.HasField("limit"):  # with a limit, the rest is not known here
+            for start, end in _uncovered(request, running):
+                part = loop.create_task(self._run_part(request, start, end),
+                                        name=f"relay-part-{request.request_id}-{start}")
+                self._overlaps.add(key, start, end, part)
+                waits_for.append(part)
 
     def stop_queue(self) -> None:
         """Start no more requests: those queued get an ERROR notification saying to retry."""
@@ -241,6 +256,26 @@ class Scheduler:
                  Notification.Status.Name(notification.status), (started - received) * 1e3,
                  (finished - started) * 1e3, (done - received) * 1e3)
 
+    async def _run_part(self, request: HistoryRequest, start: int, end: int) -> None:
+        """Fetch and commit the candles of ``request`` in ``[start, end]`` (a part no running
+        request covers) in this client's turn. Its notification is not sent: the request's own
+        run after it reports, and redoes what failed here."""
+        part = HistoryRequest()
+        part.CopyFrom(request)
+        part.start_time, part.end_time = start, end
+        try:
+            await self._fair.acquire(request.client_id)
+        except RuntimeError:  # stopping
+            return
+        try:
+            job = self._executor.submit(self.historian.begin, part)
+            committed = await asyncio.wrap_future(job)
+        except (RuntimeError, asyncio.CancelledError):  # stopping: the request's own run says so
+            return
+        finally:
+            self._fair.release()
+        await asyncio.wrap_future(committed)  # never raises: an error is in the notification
+
     def _timed_begin(self, request: HistoryRequest) -> tuple[concurrent.futures.Future[Notification], float]:
         started = time.perf_counter()
         try:
@@ -252,6 +287,18 @@ class Scheduler:
                 request_id=request.request_id, client_id=request.client_id, status=Notification.ERROR,
                 error_message=f"internal error in the historian: {type(exc).__name__}: {exc}"))
             return failed, started
+
+
+def _uncovered(request: HistoryRequest, running: list[_Running]) -> list[tuple[int, int]]:
+    """The parts of the request's range (inclusive µs) that none of ``running`` covers and
+    that hold a candle (none for a request the historian will refuse: its own run says why)."""
+    try:
+        period_us = request.period_seconds * 1_000_000
+        covered = merge_intervals([(item.start, item.end + 1) for item in running])
+        parts = subtract_intervals((request.start_time, request.end_time + 1), covered)
+        return [(start, stop - 1) for start, stop in parts if candle_interval(start, stop - 1, period_us) is not None]
+    except Exception:  # noqa: BLE001 - a bad period or range: nothing to fetch ahead
+        return []
 
 
 def _retry_later(request: HistoryRequest) -> Notification:
