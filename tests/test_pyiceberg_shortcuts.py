@@ -383,3 +383,31 @@ def test_write_data_files_of_a_table_with_another_transform_goes_through_pyicebe
     ours = write_data_files(table, rows)
     theirs = list(_dataframe_to_data_files(table_metadata=table.metadata, df=rows, io=table.io))
     assert summary(ours) == summary(theirs) == [((ticker, None), 72) for ticker in TICKERS]
+
+
+def test_manifest_headers_are_converted_once_and_read_as_pyiceberg_reads_them(warehouse, monkeypatch):
+    """Once a header schema was converted, reading manifests converts none again, and their
+    entries are those pyiceberg's own header reading gives."""
+    from pyiceberg.avro.file import AvroFileHeader
+    from pyiceberg.utils.schema_conversion import AvroSchemaConversion
+
+    from dexorder_feeds.storage._pyiceberg_shortcuts import install_avro_schema_memo
+
+    assert install_avro_schema_memo()
+    append_blocks(warehouse, range(3))
+    table = warehouse.load_table("ohlc")
+    manifests = table.current_snapshot().manifests(table.io)
+    assert len(manifests) > 1
+
+    def entries() -> list[list[tuple]]:
+        return [[(e.status, e.data_file.file_path, e.data_file.record_count, tuple(e.data_file.partition))
+                 for e in m.fetch_manifest_entry(table.io)] for m in manifests]
+
+    ours = entries()
+    converted: list[object] = []
+    convert = AvroSchemaConversion.avro_to_iceberg
+    monkeypatch.setattr(AvroSchemaConversion, "avro_to_iceberg",
+                        lambda self, schema: converted.append(schema) or convert(self, schema))
+    assert entries() == ours and converted == []
+    monkeypatch.setattr(AvroFileHeader, "get_schema", AvroFileHeader.get_schema.original)
+    assert entries() == ours and len(converted) == len(manifests)  # pyiceberg's own: one per file

@@ -19,6 +19,8 @@ to check.
   staged metadata once per change (pyiceberg 0.12 deep-copies the whole table metadata on each
   of ~20 looks per append); :func:`write_data_files` and :func:`append_files_staging_once`
   split it in two: data files written first (by any thread), then one snapshot adding them.
+- :func:`install_avro_schema_memo`: each distinct Avro header schema of manifests converted
+  to an Iceberg schema once per process (instead of once per manifest read).
 - :func:`install_parquet_encodings`: per-column Parquet encodings from two table properties of
   ours (pyiceberg's writer passes pyarrow no ``column_encoding``); a table without them is
   written exactly as pyiceberg would.
@@ -37,7 +39,7 @@ from typing import Any
 __all__ = [
     "PlannedFile", "SnapshotPlan", "SqlMetadataLocations", "current_metadata_location", "table_from_metadata", "plan_snapshot",
     "plan_appends", "MAX_INCREMENTAL_STEPS", "install_parquet_encodings", "append_staging_once",
-    "append_files_staging_once", "write_data_files",
+    "append_files_staging_once", "write_data_files", "install_avro_schema_memo",
 ]
 
 MAX_INCREMENTAL_STEPS = 32
@@ -282,6 +284,44 @@ def install_parquet_encodings() -> bool:
 
     writer_kwargs.dexorder_encodings = True  # type: ignore[attr-defined]
     pyiceberg_pyarrow._get_parquet_writer_kwargs = writer_kwargs
+    return True
+
+
+_AVRO_SCHEMAS_KEPT = 64
+
+
+def install_avro_schema_memo() -> bool:
+    """Make pyiceberg convert each distinct Avro schema of a manifest or manifest list header
+    to an Iceberg schema once per process, not once per file read (half of a small manifest's
+    read time: every plan of a new snapshot reads its manifest list and new manifests, whose
+    headers all carry the same few schemas). Idempotent; False if this pyiceberg reads headers
+    otherwise (they are then converted as before)."""
+    from pyiceberg.avro.file import AvroFileHeader
+
+    original = AvroFileHeader.__dict__.get("get_schema")
+    if original is None:
+        return False
+    if getattr(original, "dexorder_memo", False):
+        return True
+    converted: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def get_schema(self: Any) -> Any:
+        text = self.meta.get("avro.schema") if isinstance(getattr(self, "meta", None), dict) else None
+        if not isinstance(text, str):
+            return original(self)
+        schema = converted.get(text)
+        if schema is None:
+            schema = original(self)  # the Iceberg schema models are immutable: one can be shared
+            with lock:
+                if len(converted) >= _AVRO_SCHEMAS_KEPT:
+                    converted.clear()
+                converted[text] = schema
+        return schema
+
+    get_schema.dexorder_memo = True  # type: ignore[attr-defined]
+    get_schema.original = original  # type: ignore[attr-defined]
+    AvroFileHeader.get_schema = get_schema  # type: ignore[method-assign]
     return True
 
 

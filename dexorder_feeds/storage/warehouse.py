@@ -28,7 +28,8 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
-from ._pyiceberg_shortcuts import append_files_staging_once, install_parquet_encodings, write_data_files
+from ._pyiceberg_shortcuts import (append_files_staging_once, install_avro_schema_memo, install_parquet_encodings,
+                                   write_data_files)
 from .reader import shared_reader
 from .schema import (
     ADDED_COLUMNS,
@@ -236,6 +237,7 @@ class Warehouse:
             from pyiceberg.transforms import IdentityTransform
 
             install_parquet_encodings()  # the layout TABLE_PROPERTIES ask for (see schema.py)
+            install_avro_schema_memo()
             with contextlib.suppress(NamespaceAlreadyExistsError):
                 self.catalog.create_namespace_if_not_exists(self.namespace)
             for name, schema in table_schemas().items():
