@@ -300,3 +300,37 @@ def test_local_fetches_run_one_per_core_and_network_fetches_are_not_held_back(wa
         assert network_seen.most == 3
     finally:
         pm.unregister(name="test-historian-local-fetches")
+
+
+def test_a_request_for_a_range_already_ingested_needs_no_local_fetch_slot(warehouse, monkeypatch):
+    """With the one local-fetch slot held by a fill in its source call, a repeat of a stored
+    range is answered at once: only a source read takes a slot."""
+    import dexorder_feeds.ingest.historian as historian_module
+    from dexorder_feeds.ingest.sources.sim import SimulatedSource
+
+    monkeypatch.setattr(historian_module, "_cores", lambda: 1)
+    historian = Historian(warehouse)
+    day = 24 * H
+    assert historian.handle(request(request_id="stored", end_time=SEED_START + day - 1)).status == Notification.OK
+    in_source, release = threading.Event(), threading.Event()
+    fetch = SimulatedSource.fetch_candles
+
+    def held(self, ticker, period_seconds, start, stop):
+        in_source.set()
+        assert release.wait(30)
+        return fetch(self, ticker, period_seconds, start, stop)
+
+    monkeypatch.setattr(SimulatedSource, "fetch_candles", held)
+    slow: list[Notification] = []
+    worker = threading.Thread(target=lambda: slow.append(historian.handle(
+        request(request_id="slow", start_time=SEED_START + day, end_time=SEED_START + 2 * day - 1))))
+    worker.start()
+    try:
+        assert in_source.wait(10)  # the slot is taken
+        repeat = historian.begin(request(request_id="repeat", end_time=SEED_START + day - 1)).result(10)
+        assert (repeat.status, repeat.row_count) == (Notification.OK, 24)
+        assert slow == []  # still in its source call
+    finally:
+        release.set()
+        worker.join(30)
+    assert [n.status for n in slow] == [Notification.OK]

@@ -298,9 +298,7 @@ class Historian:
         timings: dict[str, float] = {}
         try:
             valid = self.validate(request)
-            local = getattr(self.sources.source_for(valid.ticker), "local", False)  # plugins may not subclass
-            with self._local_fills if local else contextlib.nullcontext():
-                pending = self._ingest(valid, timings)
+            pending = self._ingest(valid, timings)
         except Exception as exc:
             pending = concurrent.futures.Future()
             pending.set_exception(exc)
@@ -375,6 +373,16 @@ class Historian:
                 done.set_result((0, stored))
                 return done
         source = self.sources.source_for(valid.ticker)
+        # Fills from local sources (pure CPU) run at most one per core at once; a range found
+        # ingested above needed no slot (plugins may not subclass IngestSource: no ``local``).
+        with self._local_fills if getattr(source, "local", False) else contextlib.nullcontext():
+            return self._fill(valid, source, timings, recheck)
+
+    def _fill(self, valid: ValidatedRequest, source: IngestSource, timings: dict[str, float],
+              recheck: bool) -> concurrent.futures.Future[tuple[int, int]]:
+        """Read the source for ``valid``'s interval and queue the fill for the committer."""
+        interval = valid.interval
+        assert interval is not None
         source_name = self.sources.spec_for(valid.ticker.exchange)
         t0 = time.perf_counter()
         fingerprint = source.fingerprint(valid.ticker)  # before the read: a change during it is seen later
