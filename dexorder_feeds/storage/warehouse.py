@@ -388,7 +388,7 @@ class Warehouse:
             if subtract_intervals(interval, self._coverage_in(coverage, ticker, period_seconds)):
                 return None
             (candles,) = self._tables(CANDLES_TABLE)
-            return self._candles_in(candles, ticker, period_seconds, interval).num_rows
+            return int(self._timestamps_in(candles, ticker, period_seconds, interval).size)
 
         with translate_errors(f"reading coverage of {ticker}", self.catalog.properties):
             return self.reader.retrying(read)
@@ -737,11 +737,16 @@ class Warehouse:
             return out
 
     def _stored_timestamps(self, table: Any, fill: Fill) -> np.ndarray:
-        ts = self.reader.read(table, {"ticker": fill.ticker, "period_seconds": fill.period_seconds},
-                              range_column="timestamp", start=fill.interval[0], stop=fill.interval[1],
+        return self._timestamps_in(table, fill.ticker, fill.period_seconds, fill.interval)
+
+    def _timestamps_in(self, table: Any, ticker: str, period_seconds: int, interval: Interval) -> np.ndarray:
+        """The timestamps of the candles stored in ``interval`` (the timestamp column alone:
+        counting or checking for duplicates decodes none of the others)."""
+        ts = self.reader.read(table, {"ticker": ticker, "period_seconds": period_seconds},
+                              range_column="timestamp", start=interval[0], stop=interval[1],
                               columns=("timestamp",))["timestamp"].to_numpy()
-        if _is_calendar(fill.period_seconds) and ts.size:
-            ts = ts[is_aligned(fill.period_seconds, ts)]
+        if _is_calendar(period_seconds) and ts.size:
+            ts = ts[is_aligned(period_seconds, ts)]
         return np.asarray(ts, dtype=np.int64)
 
     def _append_fills(self, batch: list[tuple[int, Fill]]) -> list[tuple[int, int]]:
