@@ -226,3 +226,34 @@ def test_a_catalog_locked_by_another_process_says_so_and_what_to_do(tmp_path):
     assert Historian(warehouse).handle(request).status == Notification.OK
     assert warehouse.read_candles(SEED_TICKER, 3600, (0, 2**62))[0].num_rows == 168
     warehouse.close()
+
+
+def test_prepared_writes_do_not_check_their_schema_on_the_first_commit(catalog_uri, monkeypatch):
+    """``prepare_writes`` (the relay calls it before it serves) does the write-time schema check
+    of each table; the first commits then do none, and a warehouse not prepared does it once per
+    table on its first write."""
+    import pyiceberg.io.pyarrow as pyiceberg_pyarrow
+
+    from dexorder_feeds.storage.maintenance import MANUAL
+    from dexorder_feeds.vocabulary.markets import MarketInfo
+
+    from test_pyiceberg_shortcuts import candles
+
+    checks: list[object] = []
+    check = pyiceberg_pyarrow._check_pyarrow_schema_compatible
+    monkeypatch.setattr(pyiceberg_pyarrow, "_check_pyarrow_schema_compatible",
+                        lambda *args, **kwargs: checks.append(args) or check(*args, **kwargs))
+    stamps = [SEED_START + i * H for i in range(24)]
+    for prepared, root in ((True, "prepared"), (False, "not-prepared")):
+        uri = catalog_uri.replace("catalog.db", f"{root}/catalog.db")
+        warehouse = Warehouse(open_catalog(uri), maintenance=MANUAL)
+        warehouse.ensure_tables()
+        if prepared:
+            warehouse.prepare_writes()
+            assert len(checks) == 3
+        checks.clear()
+        warehouse.write_market(MarketInfo(SEED_TICKER, 2, 4), "sim")
+        warehouse.append_new_candles(SEED_TICKER, 3600, (stamps[0], stamps[-1] + H), candles(SEED_TICKER, stamps))
+        warehouse.record_coverage(SEED_TICKER, 3600, (stamps[0], stamps[-1] + H), 24, "r")
+        assert len(checks) == (0 if prepared else 3), root
+        warehouse.close()

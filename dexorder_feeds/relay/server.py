@@ -254,6 +254,8 @@ class RelayServer:
         guard: PeerGuard | None = None
         try:
             await loop.run_in_executor(None, self.historian.warehouse.ensure_tables)
+            # what a process's first commit does once, done before the first request waits on it
+            await loop.run_in_executor(None, self.historian.warehouse.prepare_writes)
             # load the table uuids once: every reply and notification names the warehouse written
             warehouse = await loop.run_in_executor(None, self.historian.warehouse.identity)
             if self.curve is not None:

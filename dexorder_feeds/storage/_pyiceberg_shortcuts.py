@@ -39,7 +39,7 @@ from typing import Any
 __all__ = [
     "PlannedFile", "SnapshotPlan", "SqlMetadataLocations", "current_metadata_location", "table_from_metadata", "plan_snapshot",
     "plan_appends", "MAX_INCREMENTAL_STEPS", "install_parquet_encodings", "append_staging_once",
-    "append_files_staging_once", "write_data_files", "install_avro_schema_memo",
+    "append_files_staging_once", "write_data_files", "check_write_schema", "install_avro_schema_memo",
 ]
 
 MAX_INCREMENTAL_STEPS = 32
@@ -339,7 +339,7 @@ def write_data_files(table: Any, data: Any) -> list[Any]:
     from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
     metadata = table.metadata
-    _check_schema_once(metadata, data.schema)
+    check_write_schema(table, data.schema)
     split = _identity_partitions(metadata, data)
     if split is None:  # another transform: pyiceberg splits it
         return list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
@@ -350,11 +350,12 @@ _schema_checks: dict[tuple[Any, ...], bool] = {}
 _schema_checks_lock = threading.Lock()
 
 
-def _check_schema_once(metadata: Any, arrow_schema: Any) -> None:
-    """pyiceberg's write-time schema check, remembered per table schema and Arrow schema (a
-    failed check raises every time)."""
+def check_write_schema(table: Any, arrow_schema: Any) -> None:
+    """pyiceberg's write-time check that rows of ``arrow_schema`` fit ``table``, remembered per
+    table schema and Arrow schema (a failed check raises every time)."""
     from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
 
+    metadata = table.metadata
     schema = metadata.schema()
     # the Arrow schema by its IPC bytes: older pyarrow cannot hash a schema with metadata
     key = (str(metadata.table_uuid), schema.schema_id, metadata.format_version, arrow_schema.serialize().to_pybytes())

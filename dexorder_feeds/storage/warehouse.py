@@ -28,8 +28,8 @@ from .maintenance import MaintenancePolicy
 from ..vocabulary.markets import MarketInfo
 from ..vocabulary.periods import MONTH, WEEK, is_aligned, period_floor
 from ..vocabulary.ranges import Interval, merge_intervals, subtract_intervals
-from ._pyiceberg_shortcuts import (append_files_staging_once, install_avro_schema_memo, install_parquet_encodings,
-                                   write_data_files)
+from ._pyiceberg_shortcuts import (append_files_staging_once, check_write_schema, install_avro_schema_memo,
+                                   install_parquet_encodings, write_data_files)
 from .reader import shared_reader
 from .schema import (
     ADDED_COLUMNS,
@@ -264,6 +264,17 @@ class Warehouse:
                         table.transaction().set_properties(missing).commit_transaction()
                 _add_missing_columns(table, name, CommitFailedException)
             self._ensured = self.reader.tables_ensured = True
+
+    def prepare_writes(self) -> None:
+        """Do now what this process's first write to each table would do once (pyiceberg's
+        write-time schema check of the rows every write casts to, and the imports it needs:
+        ~50 ms in all), so a writer that serves requests (the relay) does not pay it on its
+        first commit, with every request of a cold burst waiting behind it. Best effort."""
+        try:
+            for table in self._tables(CANDLES_TABLE, COVERAGE_TABLE, MARKETS_TABLE):
+                check_write_schema(table, table.schema().as_arrow())
+        except Exception:  # noqa: BLE001 - the first write then does it, and reports any problem
+            log.debug("could not prepare the writes of %s", self.namespace, exc_info=True)
 
     def load_table(self, name: str) -> Any:
         """A freshly loaded ``Table`` for the calling thread only."""
