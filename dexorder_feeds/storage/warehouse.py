@@ -965,33 +965,35 @@ class Committer:
         """Queue ``fill``; it is committed with every other fill queued when the committer
         gets to it (raises RuntimeError once the committer is shutting down)."""
         future: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
-        with self._lock:
-            self._fills.append((fill, future))
-            try:
-                self._executor.submit(self._drain)
-            except RuntimeError:
-                self._fills.pop()
-                raise
+        self._enqueue(self._fills, (fill, future), self._drain)
         return future
 
     def submit_market(self, market: MarketInfo, source: str) -> concurrent.futures.Future[MarketInfo]:
         """Queue a market to store (:meth:`Warehouse.write_market`); it is stored with every
         other market queued when the committer gets to it, in one commit."""
         future: concurrent.futures.Future[MarketInfo] = concurrent.futures.Future()
-        with self._lock:
-            self._markets.append((market, source, future))
-            try:
-                self._executor.submit(self._drain_markets)
-            except RuntimeError:
-                self._markets.pop()
-                raise
+        self._enqueue(self._markets, (market, source, future), self._drain_markets)
         return future
 
-    def _drain_markets(self) -> None:
+    def _enqueue(self, queue: deque[Any], item: tuple[Any, ...], drain: Callable[[], None]) -> None:
+        """Add ``item`` to ``queue`` and a ``drain`` of it to the committer's jobs."""
         with self._lock:
-            batch = list(self._markets)
-            self._markets.clear()
-        batch = [item for item in batch if item[2].set_running_or_notify_cancel()]
+            queue.append(item)
+            try:
+                self._executor.submit(drain)
+            except RuntimeError:
+                queue.pop()
+                raise
+
+    def _take(self, queue: deque[Any]) -> list[Any]:
+        """Everything queued in ``queue`` now whose future was not cancelled (its last item)."""
+        with self._lock:
+            batch = list(queue)
+            queue.clear()
+        return [item for item in batch if item[-1].set_running_or_notify_cancel()]
+
+    def _drain_markets(self) -> None:
+        batch = self._take(self._markets)
         if not batch:
             return
         try:
@@ -1005,10 +1007,7 @@ class Committer:
 
     def _drain(self) -> None:
         """Commit every fill queued now as one batch (none left: an earlier drain took them)."""
-        with self._lock:
-            batch = list(self._fills)
-            self._fills.clear()
-        batch = [(fill, future) for fill, future in batch if future.set_running_or_notify_cancel()]
+        batch = self._take(self._fills)
         if not batch:
             return
         began = time.perf_counter()
