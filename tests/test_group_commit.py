@@ -103,7 +103,7 @@ def plain_fill(ticker: str, period: int, interval: tuple[int, int], rid: str) ->
     return Fill(ticker, period, interval, table, rows)
 
 
-def test_many_concurrent_fills_commit_in_one_candle_and_one_coverage_snapshot(quiet):
+def test_many_concurrent_fills_commit_in_one_candle_and_one_coverage_snapshot(quiet, monkeypatch):
     historian = Historian(quiet)
     # The markets first (stored once, with the first candles of each ticker).
     for ticker in TICKERS:
@@ -115,10 +115,15 @@ def test_many_concurrent_fills_commit_in_one_candle_and_one_coverage_snapshot(qu
     asked = [(t, p, SEED_START + DAY, SEED_START + 4 * DAY) for t in TICKERS for p in PERIODS]
     asked += [(TICKERS[0], 3600, SEED_START + 2 * DAY, SEED_START + 5 * DAY),
               (TICKERS[1], 14400, SEED_START, SEED_START + 2 * DAY)]
+    checks: list[tuple] = []
+    check = quiet._stored_timestamps
+    monkeypatch.setattr(quiet, "_stored_timestamps", lambda *args: checks.append(args[1:3]) or check(*args))
     with Held(quiet):
         pending = [historian.begin(request(t, p, lo, hi, f"r{i}")) for i, (t, p, lo, hi) in enumerate(asked)]
         assert not any(f.done() for f in pending)  # all waiting for the one batch
     notes = [f.result(60) for f in pending]
+    # The duplicate check read the stored candles once per ticker and period, not once per fill.
+    assert sorted(checks) == sorted({(t, p) for t, p, _, _ in asked})
     assert [n.status for n in notes] == [Notification.OK] * len(asked)
     assert [n.row_count for n in notes] == [(hi - lo) // (p * 1_000_000) for _, p, lo, hi in asked]
     assert snapshots(quiet, "ohlc") == candles_before + 1
@@ -172,8 +177,8 @@ class Interleaved(Warehouse):
         self.reads = 0
         self.interleaved: Notification | None = None
 
-    def _stored_timestamps(self, table, fill):
-        got = super()._stored_timestamps(table, fill)
+    def _stored_timestamps(self, table, ticker, period_seconds, interval):
+        got = super()._stored_timestamps(table, ticker, period_seconds, interval)
         self.reads += 1
         if self.interleaved is None:
             self.interleaved = self.other.handle(self.overlapping)

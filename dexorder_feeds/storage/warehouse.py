@@ -747,8 +747,9 @@ class Warehouse:
                 out.update(run([item]))
             return out
 
-    def _stored_timestamps(self, table: Any, fill: Fill) -> np.ndarray:
-        return self._timestamps_in(table, fill.ticker, fill.period_seconds, fill.interval)
+    def _stored_timestamps(self, table: Any, ticker: str, period_seconds: int, interval: Interval) -> np.ndarray:
+        """The duplicate check's read: the timestamps stored in ``interval``."""
+        return self._timestamps_in(table, ticker, period_seconds, interval)
 
     def _timestamps_in(self, table: Any, ticker: str, period_seconds: int, interval: Interval) -> np.ndarray:
         """The timestamps of the candles stored in ``interval`` (the timestamp column alone:
@@ -769,14 +770,19 @@ class Warehouse:
         from pyiceberg.exceptions import CommitFailedException, ValidationException
 
         (table,) = self._tables(CANDLES_TABLE)
+        # One read per ticker and period of the batch, over the span of its fills' intervals.
+        spans: dict[tuple[str, int], Interval] = {}
+        for _, fill in batch:
+            lo, hi = spans.get(fill.key, fill.interval)
+            spans[fill.key] = (min(lo, fill.interval[0]), max(hi, fill.interval[1]))
+        stored = {key: self._stored_timestamps(table, key[0], key[1], span) for key, span in spans.items()}
         taken: dict[tuple[str, int], list[np.ndarray]] = {}
         pieces: list[pa.Table] = []
         staged: list[StagedFiles] = []
         outcomes: list[tuple[int, int]] = []
         for _, fill in batch:
             lo, hi = fill.interval
-            earlier = [ts[(ts >= lo) & (ts < hi)] for ts in taken.get(fill.key, [])]
-            known = np.concatenate([self._stored_timestamps(table, fill), *earlier])
+            known = np.concatenate([ts[(ts >= lo) & (ts < hi)] for ts in (stored[fill.key], *taken.get(fill.key, []))])
             fresh = fill.candles
             if known.size and fresh.num_rows:
                 fresh = fresh.filter(pc.invert(pc.is_in(fresh["timestamp"], value_set=pa.array(known))))
