@@ -317,3 +317,50 @@ def test_warehouses_on_one_catalog_share_one_reader_and_plan_each_snapshot_once(
     finally:
         other.close()
         separate.close()
+
+
+def test_threads_reading_a_new_snapshot_at_once_load_plan_and_decode_it_once(manual, monkeypatch):
+    """Right after another process's commit, threads of this process that read at the same
+    moment wait for one load of the new metadata, one plan and one decode of the new file, and
+    each still gets a ``Table`` of its own and the right rows."""
+    import time
+
+    import dexorder_feeds.storage.reader as reader_module
+
+    manual.append_new_candles(SEED_TICKER, 3600, (SEED_START, SEED_START + H), candles([SEED_START]))
+    manual.read_range(SEED_TICKER, 3600, (SEED_START, SEED_START + 3 * H))
+    other = other_warehouse(manual)
+    try:
+        other.append_new_candles(SEED_TICKER, 3600, (SEED_START + H, SEED_START + 3 * H),
+                                 candles([SEED_START + H, SEED_START + 2 * H]))
+    finally:
+        other.close()
+    work: list[str] = []
+
+    def slow(name, original):
+        def run(*args, **kwargs):
+            work.append(name)
+            time.sleep(0.3)  # long enough for every thread to ask meanwhile
+            return original(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(manual.reader, "_load_table", slow("load", manual.reader._load_table))
+    monkeypatch.setattr(reader_module, "plan_appends", slow("plan", reader_module.plan_appends))
+    monkeypatch.setattr(reader_module.pq.ParquetFile, "read_row_groups",
+                        slow("decode", reader_module.pq.ParquetFile.read_row_groups))
+    start = threading.Barrier(4)
+    got: list[tuple] = []
+
+    def read() -> None:
+        start.wait(10)
+        rows = manual.read_candles(SEED_TICKER, 3600, (SEED_START, SEED_START + 3 * H))[0]
+        got.append((manual.reader.tables("ohlc")[0], rows["timestamp"].to_pylist()))
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [stamps for _, stamps in got] == [[SEED_START, SEED_START + H, SEED_START + 2 * H]] * 4
+    assert len({id(table) for table, _ in got}) == 4  # a Table per thread
+    assert sorted(work) == ["decode", "load", "plan"]  # once each (the first file was decoded before)

@@ -5,6 +5,7 @@ How it works inside: docs/internals.md, "The read path".
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -177,6 +178,7 @@ class TableReader:
         self._view: _SharedView | None = None  # the newest tables loaded within the bound (REST)
         self._view_seq = 0
         self.tables_ensured = False  # set by the first Warehouse.ensure_tables through this reader
+        self._computing: dict[Hashable, concurrent.futures.Future[Any]] = {}  # see _once
 
     # -- tables ---------------------------------------------------------------------------
     def metadata_locations(self) -> dict[str, str] | None:
@@ -206,15 +208,52 @@ class TableReader:
         return tuple(out)
 
     def _table_at(self, name: str, location: str | None) -> Any:
-        """A new ``Table`` for this thread, from shared parsed metadata when ``location`` is known."""
+        """A new ``Table`` for this thread, from shared parsed metadata when ``location`` is known
+        (threads asking for the same new location at once wait for one load of it)."""
+        if location is None:
+            table = self._load_table(name)
+            self._share(table)
+            return table
         with self._lock:
-            shared = self._metadata.get(location) if location is not None else None
-        if shared is not None and location is not None:
+            shared = self._metadata.get(location)
+        if shared is None:
+            def load() -> tuple[Any, Any, Any, str]:
+                table = self._load_table(name)
+                self._share(table)
+                return table.metadata, table.io, table.name(), table.metadata_location
+
+            metadata, io, identifier, location = self._once(("metadata", name, location), load)
+        else:
             metadata, io, identifier = shared
-            return table_from_metadata(self.catalog, identifier, metadata, location, io)
-        table = self._load_table(name)
-        self._share(table)
-        return table
+        return table_from_metadata(self.catalog, identifier, metadata, location, io)
+
+    def _once(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, unless another thread is computing ``key`` now: then its value, once it
+        has it (after a commit, the threads of a process that read the new snapshot at once
+        would each load its metadata, plan it and decode its new files). Values must be
+        immutable: every waiter gets the same one. If the other thread's computation failed,
+        this one computes it itself."""
+        with self._lock:
+            pending = self._computing.get(key)
+            owner = pending is None
+            if pending is None:
+                pending = self._computing[key] = concurrent.futures.Future()
+        if not owner:
+            try:
+                return pending.result()
+            except Exception:  # noqa: BLE001 - its error: computed (and raised, if so) here
+                return compute()
+        try:
+            value = compute()
+        except BaseException as exc:
+            pending.set_exception(exc)
+            raise
+        else:
+            pending.set_result(value)
+            return value
+        finally:
+            with self._lock:
+                self._computing.pop(key, None)
 
     def adopt(self, table: Any) -> None:
         """Share ``table``'s parsed metadata with every thread (e.g. right after this process
@@ -320,14 +359,18 @@ class TableReader:
                 self._plans.move_to_end((uuid, snapshot_id))
                 return cached
         if snapshot is None:
-            plan = SnapshotPlan(uuid, None, {}, True)
-        else:
-            plan = plan_appends(table, snapshot, lambda snapshot_id: self._cached_plan(uuid, snapshot_id)) or plan_snapshot(table, snapshot)
-        with self._lock:
-            self._plans[(uuid, snapshot_id)] = plan
-            while len(self._plans) > _PLANS_KEPT:
-                self._plans.popitem(last=False)
-        return plan
+            return SnapshotPlan(uuid, None, {}, True)
+
+        def build() -> SnapshotPlan:
+            plan = (plan_appends(table, snapshot, lambda snapshot_id: self._cached_plan(uuid, snapshot_id))
+                    or plan_snapshot(table, snapshot))
+            with self._lock:
+                self._plans[(uuid, snapshot_id)] = plan
+                while len(self._plans) > _PLANS_KEPT:
+                    self._plans.popitem(last=False)
+            return plan
+
+        return self._once(("plan", uuid, snapshot_id), build)
 
     def _cached_plan(self, uuid: str, snapshot_id: int) -> SnapshotPlan | None:
         with self._lock:
@@ -342,12 +385,16 @@ class TableReader:
             if full_key in self._memo:
                 self._memo.move_to_end(full_key)
                 return self._memo[full_key]
-        value = compute()
-        with self._lock:
-            self._memo[full_key] = value
-            while len(self._memo) > _MEMO_ENTRIES:
-                self._memo.popitem(last=False)
-        return value
+
+        def remember() -> T:
+            value = compute()
+            with self._lock:
+                self._memo[full_key] = value
+                while len(self._memo) > _MEMO_ENTRIES:
+                    self._memo.popitem(last=False)
+            return value
+
+        return self._once(("memo", full_key), remember)
 
     def layout_outdated(self, table: Any, planned: PlannedFile) -> bool:
         """True if a data file was written with an older layout than ``table``'s properties ask
@@ -564,24 +611,28 @@ class TableReader:
                 self._row_groups.move_to_end(key)
         missing = [key for key in keys if key not in found]
         if missing:
-            indices = [key[1] for key in missing]
-            counts = [footer.metadata.row_group(i).num_rows for i in indices]
-            with table.io.new_input(path).open() as source:
-                parquet = pq.ParquetFile(source, metadata=footer.metadata)
-                decoded = parquet.read_row_groups(indices, columns=list(names),
-                                                  use_threads=sum(counts) >= _THREADED_READ_ROWS)
-            offset = 0  # one decode for all of them, cached row group by row group (zero-copy slices)
-            for key, count in zip(missing, counts):
-                found[key] = decoded.slice(offset, count)
-                offset += count
-            with self._lock:
-                for key in missing:
-                    if key not in self._row_groups:
-                        self._row_groups[key] = found[key]
-                        self._row_group_bytes += found[key].nbytes
-                while self._row_group_bytes > self.row_group_cache_bytes and self._row_groups:
-                    _, evicted = self._row_groups.popitem(last=False)
-                    self._row_group_bytes -= evicted.nbytes
+            def decode() -> dict[tuple, pa.Table]:
+                indices = [key[1] for key in missing]
+                counts = [footer.metadata.row_group(i).num_rows for i in indices]
+                with table.io.new_input(path).open() as source:
+                    parquet = pq.ParquetFile(source, metadata=footer.metadata)
+                    decoded = parquet.read_row_groups(indices, columns=list(names),
+                                                      use_threads=sum(counts) >= _THREADED_READ_ROWS)
+                slices, offset = {}, 0  # one decode for all of them, cached row group by row group
+                for key, count in zip(missing, counts):
+                    slices[key] = decoded.slice(offset, count)  # zero-copy
+                    offset += count
+                with self._lock:
+                    for key, value in slices.items():
+                        if key not in self._row_groups:
+                            self._row_groups[key] = value
+                            self._row_group_bytes += value.nbytes
+                    while self._row_group_bytes > self.row_group_cache_bytes and self._row_groups:
+                        _, evicted = self._row_groups.popitem(last=False)
+                        self._row_group_bytes -= evicted.nbytes
+                return slices
+
+            found.update(self._once(("row groups", path, tuple(names), tuple(key[1] for key in missing)), decode))
         parts = [found[key] for key in keys]
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
