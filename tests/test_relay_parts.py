@@ -210,6 +210,10 @@ def test_notifier_drops_what_nobody_subscribed_to_in_time(caplog):
 
 
 # -- OverlapQueue and Scheduler ----------------------------------------------------------------
+def tasks(items) -> list:
+    return [item.task for item in items]
+
+
 def test_overlap_queue_finds_earlier_overlapping_requests_and_forgets_finished_ones():
     async def main() -> None:
         queue = OverlapQueue()
@@ -218,13 +222,13 @@ def test_overlap_queue_finds_earlier_overlapping_requests_and_forgets_finished_o
         other = asyncio.create_task(gate.wait())
         queue.add(("SIM:BTC/USDT", 3600), 0, 10, first)
         queue.add(("SIM:ETH/USDT", 3600), 0, 10, other)
-        assert queue.earlier(("SIM:BTC/USDT", 3600), 10, 20) == [first]  # touching ends overlap
-        assert queue.earlier(("SIM:BTC/USDT", 3600), 11, 20) == []
-        assert queue.earlier(("SIM:BTC/USDT", 60), 0, 10) == []  # another period is another series
+        assert tasks(queue.earlier(("SIM:BTC/USDT", 3600), 10, 20)) == [first]  # touching ends overlap
+        assert tasks(queue.earlier(("SIM:BTC/USDT", 3600), 11, 20)) == []
+        assert tasks(queue.earlier(("SIM:BTC/USDT", 60), 0, 10)) == []  # another period is another series
         gate.set()
         await asyncio.gather(first, other)
         await asyncio.sleep(0)  # done callbacks run on the next loop turn
-        assert len(queue) == 0 and queue.earlier(("SIM:BTC/USDT", 3600), 0, 10) == []
+        assert len(queue) == 0 and tasks(queue.earlier(("SIM:BTC/USDT", 3600), 0, 10)) == []
 
     asyncio.run(main())
 
@@ -237,14 +241,14 @@ def test_a_request_waits_for_running_overlapping_ones_never_for_a_chain_of_waiti
         running = asyncio.create_task(gate.wait())
         queue.add(key, 0, 10, running)  # runs at once
         waiting = asyncio.create_task(gate.wait())
-        assert queue.earlier(key, 5, 20) == [running]
+        assert tasks(queue.earlier(key, 5, 20)) == [running]
         entry = queue.add(key, 5, 20, waiting, running=False)  # waits for the first
         # A third one overlapping only the waiting one does not queue behind it (no chain) ...
-        assert queue.earlier(key, 15, 30) == []
+        assert tasks(queue.earlier(key, 15, 30)) == []
         # ... and one overlapping both waits for the running one only.
-        assert queue.earlier(key, 8, 18) == [running]
+        assert tasks(queue.earlier(key, 8, 18)) == [running]
         entry.running = True  # the first is done, the second runs: now it is waited for
-        assert queue.earlier(key, 15, 30) == [waiting]
+        assert tasks(queue.earlier(key, 15, 30)) == [waiting]
         gate.set()
         await asyncio.gather(running, waiting)
 

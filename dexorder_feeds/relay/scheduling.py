@@ -58,20 +58,16 @@ class OverlapQueue:
         """How many (ticker, period) pairs have requests queued or running."""
         return len(self._by_key)
 
-    def earlier_items(self, key: tuple[str, int], start: int, end: int) -> list[_Running]:
-        """The running requests for ``key`` whose range meets ``[start, end]`` (see :meth:`earlier`)."""
-        return [item for item in self._by_key.get(key, [])
-                if item.running and item.start <= end and start <= item.end]
-
-    def earlier(self, key: tuple[str, int], start: int, end: int) -> list[asyncio.Task[None]]:
-        """The tasks of the running requests for ``key`` whose range meets ``[start, end]``.
+    def earlier(self, key: tuple[str, int], start: int, end: int) -> list[_Running]:
+        """The running requests for ``key`` whose range meets ``[start, end]``.
 
         One that still waits for earlier ones itself is left out: a request waits for at most
         one round of running requests, never for a chain of requests each waiting for the one
         before (under many overlapping windows such a chain grew to a dozen commits long).
         Requests that stop waiting at the same moment may fetch a shared part twice; the
         committer's duplicate check stores each candle once."""
-        return [item.task for item in self.earlier_items(key, start, end)]
+        return [item for item in self._by_key.get(key, [])
+                if item.running and item.start <= end and start <= item.end]
 
     def add(self, key: tuple[str, int], start: int, end: int, task: asyncio.Task[None], *,
             running: bool = True) -> _Running:
@@ -186,7 +182,7 @@ class Scheduler:
         """Queue ``request`` (received at ``perf_counter()`` time ``received``) behind the
         overlapping ones that came first. Its ``request_id`` must not be in flight already."""
         key = (request.ticker, request.period_seconds)
-        running = self._overlaps.earlier_items(key, request.start_time, request.end_time)
+        running = self._overlaps.earlier(key, request.start_time, request.end_time)
         waits_for = [item.task for item in running]  # and the parts below, before the task first runs
         entry: list[_Running] = []
         loop = asyncio.get_running_loop()

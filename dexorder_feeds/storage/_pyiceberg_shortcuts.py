@@ -390,10 +390,8 @@ def _identity_partitions(metadata: Any, data: Any) -> list[tuple[Any, Any]] | No
     if data.num_rows == 0:
         return []
     codes = np.zeros(data.num_rows, dtype=np.int64)
-    dictionaries = []
     for name in names:
         encoded = pc.dictionary_encode(data[name].combine_chunks(), null_encoding="encode")
-        dictionaries.append(encoded.dictionary)
         codes = codes * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
     uniques, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
