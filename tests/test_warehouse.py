@@ -257,3 +257,34 @@ def test_prepared_writes_do_not_check_their_schema_on_the_first_commit(catalog_u
         warehouse.record_coverage(SEED_TICKER, 3600, (stamps[0], stamps[-1] + H), 24, "r")
         assert len(checks) == (0 if prepared else 3), root
         warehouse.close()
+
+
+def test_a_server_error_while_another_process_creates_the_namespace_is_asked_again(catalog_uri, monkeypatch):
+    """A REST catalog creating the namespace for another process may answer a server error for
+    a moment (seen from SeaweedFS with two relays starting at once; not caused on purpose here,
+    so the catalog's create fails once as it did): the warehouse asks again and is set up. A
+    catalog that keeps failing is still an error."""
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.exceptions import ServerError
+
+    failures = [ServerError("InternalServerError: failed to check namespace: attribute not found")]
+    create = SqlCatalog.create_namespace
+
+    def flaky(self, namespace, properties=None):
+        if failures:
+            raise failures.pop()
+        return create(self, namespace) if properties is None else create(self, namespace, properties)
+
+    monkeypatch.setattr(SqlCatalog, "create_namespace", flaky)
+    warehouse = Warehouse(open_catalog(catalog_uri))
+    warehouse.ensure_tables()
+    assert failures == [] and len(warehouse.catalog.list_tables("trading")) == 3
+    warehouse.close()
+
+    def failing(self, namespace, properties=None):
+        raise ServerError("InternalServerError: down")
+
+    monkeypatch.setattr(SqlCatalog, "create_namespace", failing)
+    other = Warehouse(open_catalog(catalog_uri.replace("catalog.db", "other/catalog.db")))
+    with pytest.raises(WarehouseError, match="down"):
+        other.ensure_tables()

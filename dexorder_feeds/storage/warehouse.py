@@ -186,6 +186,9 @@ class CoveragePart:
     source: str | None = None
 
 
+_NAMESPACE_ATTEMPTS = 4  # see Warehouse._create_namespace
+
+
 class Warehouse:
     """One Iceberg namespace holding the ``ohlc``, ``markets`` and ``coverage`` tables.
 
@@ -238,8 +241,7 @@ class Warehouse:
 
             install_parquet_encodings()  # the layout TABLE_PROPERTIES ask for (see schema.py)
             install_avro_schema_memo()
-            with contextlib.suppress(NamespaceAlreadyExistsError):
-                self.catalog.create_namespace_if_not_exists(self.namespace)
+            self._create_namespace(NamespaceAlreadyExistsError)
             for name, schema in table_schemas().items():
                 kwargs: dict[str, Any] = {"properties": dict(TABLE_PROPERTIES)}
                 if name in (CANDLES_TABLE, COVERAGE_TABLE):
@@ -264,6 +266,23 @@ class Warehouse:
                         table.transaction().set_properties(missing).commit_transaction()
                 _add_missing_columns(table, name, CommitFailedException)
             self._ensured = self.reader.tables_ensured = True
+
+    def _create_namespace(self, exists: type[Exception]) -> None:
+        """Create the namespace if missing. A REST catalog may answer a server error while
+        another process creates the same namespace (SeaweedFS: "attribute not found" for the
+        namespace being written): asked again a moment later, it answers."""
+        from pyiceberg.exceptions import ServerError
+
+        for attempt in range(1, _NAMESPACE_ATTEMPTS + 1):
+            try:
+                with contextlib.suppress(exists):
+                    self.catalog.create_namespace_if_not_exists(self.namespace)
+                return
+            except ServerError as exc:
+                if attempt == _NAMESPACE_ATTEMPTS:
+                    raise
+                log.info("creating namespace %s: %s; asking again", self.namespace, exc)
+                time.sleep(0.2 * attempt)
 
     def prepare_writes(self) -> None:
         """Do now what this process's first write to each table would do once (pyiceberg's
