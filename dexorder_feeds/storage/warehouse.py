@@ -281,7 +281,8 @@ class Warehouse:
             except ServerError as exc:
                 if attempt == _NAMESPACE_ATTEMPTS:
                     raise
-                log.info("creating namespace %s: %s; asking again", self.namespace, exc)
+                shown = scrub(str(exc), self.catalog.properties).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                log.info("creating namespace %s: %s; asking again", self.namespace, shown)
                 time.sleep(0.2 * attempt)
 
     def prepare_writes(self) -> None:
